@@ -1,0 +1,167 @@
+"""Flag definitions: vat_tf names and defaults, LVAT spellings as aliases.
+
+Defined inside functions (Model Garden style), so importing defines nothing.
+Flags whose upstream default depends on the dataset or the method
+(``epsilon``, ``num_labeled_examples``, ``data_dir``, ``eval_batch_size``,
+and our ``model``) default to None here and are resolved, and logged, by
+``lvat_tf.config.make_config``.
+"""
+from absl import flags
+
+#: vat_tf flag -> default, for flags with a fixed default (tests assert these).
+UPSTREAM_DEFAULTS = {
+    # train_semisup.py
+    "device": "/gpu:0", "dataset": "cifar10", "log_dir": "", "seed": 1, "validation": False,
+    "batch_size": 32, "ul_batch_size": 128, "eval_freq": 5, "num_epochs": 120,
+    "epoch_decay_start": 80, "num_iter_per_epoch": 400, "learning_rate": 0.001, "mom1": 0.9,
+    "mom2": 0.5, "method": "vat",
+    # vat.py
+    "xi": 1e-6, "num_power_iterations": 1,
+    # cnn.py / layers.py
+    "keep_prob_hidden": 0.5, "lrelu_a": 0.1, "top_bn": False, "bn_stats_decay_factor": 0.99,
+    # dataset_utils.py
+    "aug_trans": False, "aug_flip": False,
+    # cifar10.py / svhn.py
+    "num_valid_examples": 1000, "dataset_seed": 1,
+    # test.py
+    "finetune_batch_size": 100, "finetune_iter": 100,
+}
+
+#: Flags whose default depends on the dataset/method (None = resolve later).
+DATASET_DEPENDENT = ("epsilon", "num_labeled_examples", "data_dir", "eval_batch_size", "model")
+
+#: LVAT's spellings -> ours (absl aliases: same value object).
+ALIASES = {"data__dir": "data_dir", "log__dir": "log_dir", "is_aug_trans": "aug_trans",
+           "is_aug_flip": "aug_flip"}
+
+_DEFINED = set()
+
+
+def define_flags(script: str = "train") -> None:
+    """Defines every flag once (idempotent).
+
+    Args:
+      script: ``train`` or ``test``; only changes help texts.
+    """
+    if "dataset" in _DEFINED:
+        return
+    U = UPSTREAM_DEFAULTS
+    d = flags
+    # --- data (vat_tf cifar10.py / svhn.py / dataset_utils.py) ---
+    d.DEFINE_string("dataset", U["dataset"], "cifar10 | svhn | mnist | fashion_mnist | digits "
+                    "(digits = scikit-learn's embedded 8x8 digits, no download). [vat_tf]")
+    d.DEFINE_string("data_dir", None, "Directory with the canonical raw files (MNIST IDX gz, "
+                    "SVHN train/test_32x32.mat, CIFAR-10 cifar-10-batches-py/), else a tfds "
+                    "data dir. Default depends on the dataset: /tmp/cifar10, /tmp/svhn, "
+                    "/tmp/mnist, /tmp/fashion_mnist (vat_tf pattern). [vat_tf]")
+    d.DEFINE_integer("dataset_seed", U["dataset_seed"], "Seed of the labeled-subset draw. [vat_tf]")
+    d.DEFINE_integer("num_labeled_examples", None, "Labeled examples. Default depends on the "
+                     "dataset: cifar10 4000, svhn 1000 (vat_tf); mnist, fashion_mnist, digits "
+                     "100. [vat_tf]")
+    d.DEFINE_integer("num_valid_examples", U["num_valid_examples"], "Validation examples. "
+                     "[vat_tf]")
+    d.DEFINE_bool("validation", U["validation"], "Hold out a validation set and evaluate on it. "
+                  "[vat_tf]")
+    d.DEFINE_bool("aug_trans", U["aug_trans"], "Random 2-px translation (zero pad + crop) of "
+                  "labeled and unlabeled batches. [vat_tf]")
+    d.DEFINE_bool("aug_flip", U["aug_flip"], "Random horizontal flip. [vat_tf]")
+    d.DEFINE_bool("tfds_download", True, "Allow tensorflow-datasets to download when no raw "
+                  "files are found (off: fail at once when offline). [ours]")
+    # --- model (vat_tf cnn.py / layers.py) ---
+    d.DEFINE_string("model", None, "conv_large | conv_small | conv_small_svhn | mlp | tiny_cnn | "
+                    "tiny_mlp. Default depends on the dataset: conv_large for cifar10/svhn, mlp "
+                    "for mnist/fashion_mnist/digits. [ours; upstream has Conv-Large only]")
+    d.DEFINE_float("keep_prob_hidden", U["keep_prob_hidden"], "Dropout keep probability. [vat_tf]")
+    d.DEFINE_float("lrelu_a", U["lrelu_a"], "Leaky-ReLU slope. [vat_tf]")
+    d.DEFINE_bool("top_bn", U["top_bn"], "Batch norm on the logits. [vat_tf]")
+    d.DEFINE_float("bn_stats_decay_factor", U["bn_stats_decay_factor"], "Decay of the BN moving "
+                   "averages. [vat_tf]")
+    # --- method (vat_tf vat.py) ---
+    d.DEFINE_string("method", U["method"], "baseline | vat | vatent (LVAT's --method=lvat with "
+                    "--ae_type maps to lvat_vae | lvat_glow). [vat_tf]")
+    d.DEFINE_float("epsilon", None, "L2 norm of the perturbation. Default depends on method and "
+                   "dataset: VAT cifar10 10.0 (8.0 with aug), svhn 2.5 (3.5 with aug), mnist and "
+                   "fashion_mnist 5.0, digits 1.5; otherwise vat_tf's 8.0. [vat_tf]")
+    d.DEFINE_float("xi", U["xi"], "Finite-difference scale of the power iteration. [vat_tf]")
+    d.DEFINE_integer("num_power_iterations", U["num_power_iterations"], "Power iterations. "
+                     "[vat_tf]")
+    d.DEFINE_enum("power_iteration", "finite_difference", ["finite_difference", "exact"],
+                  "finite_difference: upstream's gradient at xi*d; exact: Hessian-vector product "
+                  "by forward-over-reverse autodiff (no xi). [ours]")
+    # --- optimisation (vat_tf train_semisup.py) ---
+    d.DEFINE_integer("batch_size", U["batch_size"], "Labeled batch. [vat_tf]")
+    d.DEFINE_integer("ul_batch_size", U["ul_batch_size"], "Unlabeled batch. [vat_tf]")
+    d.DEFINE_integer("eval_batch_size", None, "Evaluation batch. Default: 100 in train.py "
+                     "(vat_tf train_semisup.py), 500 in test.py (vat_tf test.py). [vat_tf]")
+    d.DEFINE_integer("eval_freq", U["eval_freq"], "Evaluate every this many epochs. [vat_tf]")
+    d.DEFINE_integer("num_epochs", U["num_epochs"], "Epochs. [vat_tf]")
+    d.DEFINE_integer("epoch_decay_start", U["epoch_decay_start"], "First epoch of linear lr "
+                     "decay (and of beta1 = mom2). [vat_tf]")
+    d.DEFINE_integer("num_iter_per_epoch", U["num_iter_per_epoch"], "Updates per epoch. [vat_tf]")
+    d.DEFINE_float("learning_rate", U["learning_rate"], "Adam's initial learning rate. [vat_tf]")
+    d.DEFINE_float("mom1", U["mom1"], "Adam beta1 before the decay. [vat_tf]")
+    d.DEFINE_float("mom2", U["mom2"], "Adam beta1 from epoch_decay_start on. [vat_tf]")
+    # --- run ---
+    if "log_dir" in flags.FLAGS:
+        # absl.logging already defines --log_dir (default "", as vat_tf's); we
+        # share that flag: absl writes log files there only when asked to.
+        flags.FLAGS["log_dir"].help = ("Run directory: config, checkpoints, TensorBoard, "
+                                       "results.json. [vat_tf]")
+    else:
+        d.DEFINE_string("log_dir", U["log_dir"], "Run directory: config, checkpoints, "
+                        "TensorBoard, results.json. [vat_tf]")
+    d.DEFINE_integer("seed", U["seed"], "Seed of initialisation, batches, dropout and VAT "
+                     "directions (upstream's had no effect on TF ops). [vat_tf]")
+    d.DEFINE_string("device", U["device"], "Accepted for command-line compatibility; placement "
+                    "is automatic. [vat_tf]")
+    d.DEFINE_integer("num_eval_examples", 5000, "Examples in each periodic evaluation (vat_tf "
+                     "NUM_EVAL_EXAMPLES). [ours]")
+    # --- test.py ---
+    d.DEFINE_integer("finetune_batch_size", U["finetune_batch_size"], "Batch for BN "
+                     "re-estimation. [vat_tf test.py]")
+    d.DEFINE_integer("finetune_iter", U["finetune_iter"], "BN re-estimation steps. "
+                     "[vat_tf test.py]")
+    # --- LVAT spellings ---
+    for alias, target in ALIASES.items():
+        d.DEFINE_alias(alias, target)
+    d.DEFINE_string("data_set", None, "LVAT spelling of --dataset (SVHN | CIFAR10). [LVAT]")
+    d.DEFINE_bool("is_aug", False, "LVAT: augmentation on (SVHN: --aug_trans; CIFAR10: "
+                  "--aug_trans --aug_flip). [LVAT]")
+    d.DEFINE_string("ae_type", "Glow", "LVAT: with --method=lvat, VAE | Glow. [LVAT]")
+    _DEFINED.add("dataset")
+
+
+_FIELDS = ("dataset", "data_dir", "dataset_seed", "num_labeled_examples", "num_valid_examples",
+           "validation", "aug_trans", "aug_flip", "tfds_download", "model", "keep_prob_hidden",
+           "lrelu_a", "top_bn", "bn_stats_decay_factor", "method", "epsilon", "xi",
+           "num_power_iterations", "power_iteration", "batch_size", "ul_batch_size",
+           "eval_batch_size", "eval_freq", "num_epochs", "epoch_decay_start",
+           "num_iter_per_epoch", "learning_rate", "mom1", "mom2", "log_dir", "seed",
+           "num_eval_examples", "finetune_batch_size", "finetune_iter")
+
+
+def flag_values(FLAGS) -> dict:
+    """The config fields from parsed flags, with LVAT spellings folded in."""
+    from lvat_tf.config import ConfigError
+
+    values = {k: FLAGS[k].value for k in _FIELDS}
+    if FLAGS["data_set"].present:
+        values["dataset"] = FLAGS.data_set.lower()
+    if values["method"] == "lvat":
+        ae = (FLAGS.ae_type or "").lower()
+        if ae not in ("vae", "glow"):
+            raise ConfigError("ae_type", f"expected VAE or Glow with --method=lvat, got "
+                              f"{FLAGS.ae_type!r}")
+        values["method"] = f"lvat_{ae}"
+    if FLAGS.is_aug:
+        values["aug_trans"] = True
+        if values["dataset"] == "cifar10":
+            values["aug_flip"] = True
+    return values
+
+
+def config_from_flags(FLAGS, script: str = "train"):
+    """Parsed flags -> a validated, frozen ``lvat_tf.config.Config``."""
+    from lvat_tf.config import make_config
+
+    return make_config(script=script, **flag_values(FLAGS))

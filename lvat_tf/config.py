@@ -1,0 +1,287 @@
+"""The one validated, frozen configuration of a run.
+
+Flags (``flags/``) are turned into a :class:`Config` exactly once by
+:func:`make_config`. Defaults that upstream made depend on the dataset or the
+method (``epsilon``, ``num_labeled_examples``, ``data_dir``,
+``eval_batch_size``, and our new ``model``) are given as ``None`` and resolved
+here from the tables below; every resolved default is logged. Nothing in the
+library reads absl FLAGS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping
+
+from absl import logging
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error; ``str(e)`` is a one-line message."""
+
+    def __init__(self, flag: str, message: str):
+        self.flag = flag
+        super().__init__(f"--{flag}: {message}")
+
+
+# ----------------------------------------------------------------------------
+# Defaults that depend on the dataset and/or the method.
+# ----------------------------------------------------------------------------
+
+#: Labeled-example counts: vat_tf's cifar10.py (4000) and svhn.py (1000); the
+#: VAT paper's MNIST-100 setting for mnist/fashion_mnist; 100 (10 per class)
+#: for the embedded sklearn digits.
+NUM_LABELED_DEFAULTS = {
+    "cifar10": 4000, "svhn": 1000, "mnist": 100, "fashion_mnist": 100,
+    "digits": 100, "synthetic": 20,
+}
+
+#: vat_tf's ``data_dir`` defaults (cifar10.py, svhn.py) and the same pattern
+#: for the datasets upstream did not have. ``digits`` is embedded (no files).
+DATA_DIR_DEFAULTS = {
+    "cifar10": "/tmp/cifar10", "svhn": "/tmp/svhn", "mnist": "/tmp/mnist",
+    "fashion_mnist": "/tmp/fashion_mnist", "digits": None, "synthetic": None,
+}
+
+#: Default classifier per dataset (upstream had only Conv-Large).
+MODEL_DEFAULTS = {
+    "cifar10": "conv_large", "svhn": "conv_large", "mnist": "mlp",
+    "fashion_mnist": "mlp", "digits": "mlp", "synthetic": "tiny_cnn",
+}
+
+#: epsilon for input-space VAT, keyed by (dataset, augmented). CIFAR-10 and
+#: SVHN come from the vat_tf README commands (= VAT/LVAT papers); MNIST 5.0 is
+#: the VAT authors' MNIST-100 recipe; fashion_mnist reuses it (no published
+#: value); digits (8x8 = 64 dims) scales MNIST's per-pixel budget,
+#: 5.0 * sqrt(64 / 784) ~= 1.5. Unknown cases fall back to vat_tf's flag
+#: default 8.0.
+VAT_EPSILON = {
+    ("cifar10", False): 10.0, ("cifar10", True): 8.0,
+    ("svhn", False): 2.5, ("svhn", True): 3.5,
+    ("mnist", False): 5.0, ("mnist", True): 5.0,
+    ("fashion_mnist", False): 5.0, ("fashion_mnist", True): 5.0,
+    ("digits", False): 1.5, ("digits", True): 1.5,
+}
+VAT_EPSILON_FLAG_DEFAULT = 8.0  # vat_tf vat.py
+
+#: Methods whose epsilon comes from the VAT table.
+_INPUT_SPACE_METHODS = ("vat", "vatent")
+
+#: eval_batch_size: vat_tf train_semisup.py 100, vat_tf test.py 500.
+EVAL_BATCH_SIZE_DEFAULTS = {"train": 100, "test": 500}
+
+POWER_ITERATION_MODES = ("finite_difference", "exact")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run needs. Field names follow vat_tf's flags.
+
+    Attributes are documented in ``flags/definitions.py`` (one help string per
+    flag); the ones without an upstream flag are marked there as ours.
+    """
+
+    # data
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    dataset_seed: int = 1
+    num_labeled_examples: int | None = None
+    num_valid_examples: int = 1000
+    validation: bool = False
+    aug_trans: bool = False
+    aug_flip: bool = False
+    tfds_download: bool = True
+    # model
+    model: str | None = None
+    keep_prob_hidden: float = 0.5
+    lrelu_a: float = 0.1
+    top_bn: bool = False
+    bn_stats_decay_factor: float = 0.99
+    # method
+    method: str = "vat"
+    epsilon: float | None = None
+    xi: float = 1e-6
+    num_power_iterations: int = 1
+    power_iteration: str = "finite_difference"
+    # optimisation (vat_tf train_semisup.py)
+    batch_size: int = 32
+    ul_batch_size: int = 128
+    eval_batch_size: int | None = None
+    eval_freq: int = 5
+    num_epochs: int = 120
+    epoch_decay_start: int = 80
+    num_iter_per_epoch: int = 400
+    learning_rate: float = 0.001
+    mom1: float = 0.9
+    mom2: float = 0.5
+    # run
+    log_dir: str = ""
+    seed: int = 1
+    num_eval_examples: int = 5000
+    # test.py
+    finetune_batch_size: int = 100
+    finetune_iter: int = 100
+
+    # ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(unknown[0], "unknown configuration key")
+        return cls(**dict(d))
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def num_iterations(self) -> int:
+        return self.num_epochs * self.num_iter_per_epoch
+
+
+def default_epsilon(method: str, dataset: str, augmented: bool) -> float:
+    """The per-method, per-dataset epsilon upstream/papers use."""
+    from lvat_tf.regularizers import methods  # local: avoid an import cycle
+
+    spec = methods.get_method(method)
+    if spec.epsilon_defaults is not None:
+        return spec.epsilon_defaults(dataset, augmented)
+    return VAT_EPSILON.get((dataset, augmented), VAT_EPSILON_FLAG_DEFAULT)
+
+
+def make_config(script: str = "train", **values) -> Config:
+    """Builds, resolves and validates a :class:`Config`.
+
+    Args:
+      script: ``"train"`` or ``"test"``; selects the eval_batch_size default
+        (vat_tf's train_semisup.py 100, test.py 500).
+      **values: field values; ``None`` means "not given".
+
+    Returns:
+      A frozen, validated Config with every dataset/method default resolved.
+
+    Raises:
+      ConfigError: naming the offending flag.
+    """
+    from lvat_tf.data import registry as data_registry
+    from lvat_tf.models import registry as model_registry
+    from lvat_tf.regularizers import methods
+
+    known = {f.name for f in dataclasses.fields(Config)}
+    for k in values:
+        if k not in known:
+            raise ConfigError(k, "unknown configuration key")
+    given = {k: v for k, v in values.items() if v is not None}
+    cfg = Config(**given)
+
+    if cfg.dataset not in data_registry.names():
+        raise ConfigError("dataset", f"unknown dataset {cfg.dataset!r}; expected one of "
+                          + "|".join(data_registry.names()))
+    if cfg.method not in methods.names():
+        raise ConfigError("method", f"unknown method {cfg.method!r}; expected one of "
+                          + "|".join(methods.names()))
+    resolved = {}
+    augmented = cfg.aug_trans or cfg.aug_flip
+    if cfg.num_labeled_examples is None:
+        resolved["num_labeled_examples"] = NUM_LABELED_DEFAULTS[cfg.dataset]
+    if cfg.data_dir is None and DATA_DIR_DEFAULTS.get(cfg.dataset):
+        resolved["data_dir"] = DATA_DIR_DEFAULTS[cfg.dataset]
+    if cfg.model is None:
+        resolved["model"] = MODEL_DEFAULTS[cfg.dataset]
+    if cfg.epsilon is None:
+        resolved["epsilon"] = default_epsilon(cfg.method, cfg.dataset, augmented)
+    if cfg.eval_batch_size is None:
+        resolved["eval_batch_size"] = EVAL_BATCH_SIZE_DEFAULTS.get(script, 100)
+    for k, v in resolved.items():
+        logging.info("Default for --%s (dataset=%s, method=%s): %s", k, cfg.dataset,
+                     cfg.method, v)
+    cfg = cfg.replace(**resolved)
+    validate(cfg, data_registry, model_registry)
+    return cfg
+
+
+def _positive(cfg, name, allow_zero=False):
+    v = getattr(cfg, name)
+    if (v < 0) or (v == 0 and not allow_zero):
+        raise ConfigError(name, f"expected a {'non-negative' if allow_zero else 'positive'}"
+                          f" value, got {v}")
+
+
+def validate(cfg: Config, data_registry, model_registry) -> None:
+    """Checks every field; raises ConfigError naming the first bad flag."""
+    if cfg.model not in model_registry.names():
+        raise ConfigError("model", f"unknown model {cfg.model!r}; expected one of "
+                          + "|".join(model_registry.names()))
+    for name in ("batch_size", "ul_batch_size", "eval_batch_size", "eval_freq", "num_epochs",
+                 "num_iter_per_epoch", "learning_rate", "num_labeled_examples",
+                 "finetune_batch_size", "num_eval_examples"):
+        _positive(cfg, name)
+    for name in ("epsilon", "num_valid_examples", "finetune_iter", "epoch_decay_start"):
+        _positive(cfg, name, allow_zero=True)
+    if cfg.num_power_iterations < 1:
+        raise ConfigError("num_power_iterations", f"expected >= 1, got {cfg.num_power_iterations}")
+    if not cfg.xi > 0:
+        raise ConfigError("xi", f"expected a positive finite-difference scale, got {cfg.xi}")
+    if cfg.power_iteration not in POWER_ITERATION_MODES:
+        raise ConfigError("power_iteration", f"expected one of {'|'.join(POWER_ITERATION_MODES)},"
+                          f" got {cfg.power_iteration!r}")
+    if not 0.0 < cfg.keep_prob_hidden <= 1.0:
+        raise ConfigError("keep_prob_hidden", f"expected a keep probability in (0, 1], got "
+                          f"{cfg.keep_prob_hidden}")
+    if not 0.0 <= cfg.bn_stats_decay_factor < 1.0:
+        raise ConfigError("bn_stats_decay_factor", f"expected a value in [0, 1), got "
+                          f"{cfg.bn_stats_decay_factor}")
+    for name in ("mom1", "mom2"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ConfigError(name, f"expected an Adam beta1 in [0, 1), got {getattr(cfg, name)}")
+    if cfg.lrelu_a < 0:
+        raise ConfigError("lrelu_a", f"expected a non-negative slope, got {cfg.lrelu_a}")
+    if cfg.epoch_decay_start > cfg.num_epochs:
+        raise ConfigError("epoch_decay_start", f"expected <= --num_epochs ({cfg.num_epochs}), "
+                          f"got {cfg.epoch_decay_start}")
+    spec = data_registry.get_spec(cfg.dataset)
+    if cfg.num_labeled_examples > spec.num_train:
+        raise ConfigError("num_labeled_examples", f"{cfg.num_labeled_examples} labeled examples "
+                          f"requested but {cfg.dataset} has {spec.num_train} training examples")
+    if spec.label_scheme == "balanced" and cfg.num_labeled_examples % spec.num_classes:
+        raise ConfigError("num_labeled_examples", f"{cfg.dataset} draws a class-balanced labeled "
+                          f"set: expected a multiple of {spec.num_classes}, got "
+                          f"{cfg.num_labeled_examples}")
+    if cfg.validation:
+        if spec.validation_scheme == "from_labeled" and \
+                cfg.num_valid_examples >= cfg.num_labeled_examples:
+            raise ConfigError("num_valid_examples", f"{cfg.dataset} takes the validation set "
+                              f"from the labeled set (as vat_tf): expected fewer than "
+                              f"--num_labeled_examples={cfg.num_labeled_examples}, got "
+                              f"{cfg.num_valid_examples}")
+        if cfg.num_labeled_examples + cfg.num_valid_examples > spec.num_train:
+            raise ConfigError("num_valid_examples", "labeled + validation examples exceed the "
+                              "training set")
+    if cfg.data_dir and spec.needs_files and os.path.exists(cfg.data_dir) and \
+            not os.path.isdir(cfg.data_dir):
+        raise ConfigError("data_dir", f"{cfg.data_dir} is not a directory")
+
+
+def save_config(cfg: Config, log_dir: str) -> str:
+    os.makedirs(log_dir, exist_ok=True)
+    path = os.path.join(log_dir, "config.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(cfg.to_json())
+    os.replace(tmp, path)
+    return path
+
+
+def load_config(log_dir: str) -> Config:
+    path = os.path.join(log_dir, "config.json")
+    if not os.path.isfile(path):
+        raise ConfigError("log_dir", f"{log_dir} holds no config.json (not a run directory)")
+    with open(path) as f:
+        return Config.from_dict(json.load(f))

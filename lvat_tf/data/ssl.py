@@ -1,0 +1,65 @@
+"""Labeled / unlabeled / validation splits, reproducible from ``dataset_seed``.
+
+* ``balanced`` (vat_tf cifar10.py ``prepare_dataset``): rng =
+  RandomState(dataset_seed); perm = rng.permutation(N); for class k = 0..K-1
+  take the first n/K indices of class k in perm order; then shuffle the
+  labeled set with rng.permutation(n). Used for CIFAR-10, MNIST,
+  Fashion-MNIST and digits (MNIST-100 = 10 per class, as the VAT papers).
+  Deviation: vat_tf's CIFAR-10 script first applies an *unseeded*
+  permutation to the training set, so its labeled subset is not
+  reproducible; we omit it.
+* ``random`` (vat_tf svhn.py): labeled = perm[:n].
+* Validation ``from_labeled`` (cifar10.py): validation = labeled[:num_valid],
+  labeled-train = labeled[num_valid:]. ``from_pool`` (svhn.py): validation =
+  the next num_valid of the permuted pool without the labeled ones.
+* Unlabeled = the whole training set (labeled examples included), minus the
+  validation examples in validation mode — as upstream.
+"""
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Indices into the training set. All int64 arrays."""
+
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    validation: np.ndarray
+
+
+def make_split(y_train: np.ndarray, num_labeled: int, num_classes: int, label_scheme: str,
+               validation_scheme: str, dataset_seed: int, validation: bool = False,
+               num_valid: int = 1000) -> Split:
+    n = len(y_train)
+    rng = np.random.RandomState(dataset_seed)
+    perm = rng.permutation(n)
+    if label_scheme == "balanced":
+        per_class = num_labeled // num_classes
+        y_perm = y_train[perm]
+        chosen = []
+        for k in range(num_classes):
+            idx = np.where(y_perm == k)[0][:per_class]
+            if len(idx) < per_class:
+                raise ValueError(f"class {k} has only {len(idx)} examples, {per_class} needed")
+            chosen.append(perm[idx])
+        labeled = np.concatenate(chosen)
+        labeled = labeled[rng.permutation(len(labeled))]
+        taken = np.zeros(n, bool)
+        taken[labeled] = True
+        pool = perm[~taken[perm]]
+    elif label_scheme == "random":
+        labeled, pool = perm[:num_labeled], perm[num_labeled:]
+    else:
+        raise ValueError(f"unknown label scheme {label_scheme!r}")
+    valid = np.zeros(0, np.int64)
+    if validation:
+        if validation_scheme == "from_labeled":
+            valid, labeled = labeled[:num_valid], labeled[num_valid:]
+        else:
+            valid = pool[:num_valid]
+    keep = np.ones(n, bool)
+    keep[valid] = False
+    unlabeled = np.arange(n)[keep]
+    return Split(labeled.astype(np.int64), unlabeled.astype(np.int64), valid.astype(np.int64))

@@ -1,0 +1,1 @@
+"""Classifier models and their upstream-faithful layers."""

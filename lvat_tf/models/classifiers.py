@@ -1,0 +1,153 @@
+"""Classifiers: Conv-Large (vat_tf ``cnn.py``), Conv-Small, the MNIST MLP, tiny test nets.
+
+Every classifier is called as ``model(x, bn_mode=..., dropout_seed=...)``:
+
+* ``bn_mode``: one of :data:`layers.BN_MODES`; when ``None`` it follows
+  ``training`` (``update`` when training, ``moving`` otherwise).
+* ``dropout_seed``: shape-(2,) stateless seed; dropout is active iff it is
+  given (and keep_prob < 1). Passing the same seed to several calls gives them
+  the same masks, as upstream's TF1 graph does for the unlabeled passes.
+* ``return_features=True`` returns ``(features, logits)``, the features being
+  the last hidden layer (Conv nets: the pooled (B, C) vector; MLP: the last
+  hidden layer), for MAT and analysis.
+"""
+import keras
+import tensorflow as tf
+
+from lvat_tf.models.layers import (UpstreamBatchNorm, UpstreamVarianceScaling, fold_seed,
+                                   stateless_dropout)
+
+
+class Classifier(keras.Model):
+    """Shared call plumbing; subclasses implement ``_forward``."""
+
+    num_classes: int
+
+    def call(self, x, training=False, bn_mode=None, dropout_seed=None, return_features=False):
+        if bn_mode is None:
+            bn_mode = "update" if training else "moving"
+        feats, logits = self._forward(x, bn_mode, dropout_seed)
+        return (feats, logits) if return_features else logits
+
+    def check_input_shape(self, shape):
+        """Raises ValueError when an image shape (H, W, C) cannot go through."""
+
+
+@keras.saving.register_keras_serializable("lvat_tf")
+class ConvNet(Classifier):
+    """The vat_tf Conv-Large family (Conv-Small and a tiny net are narrower copies).
+
+    Layout (vat_tf ``cnn.py``): for each stage, 3x3 SAME convs (no bias) each
+    followed by BN and leaky ReLU; after each stage a 2x2/2 SAME max-pool and
+    dropout; then a 3x3 VALID conv, two 1x1 convs (each + BN + lReLU), global
+    average pooling, a dense layer with bias to the logits, and optionally BN
+    on the logits (``top_bn``).
+
+    Input (B, H, W, C) with H, W >= 4 * 3 after the two pools' rounding (e.g.
+    32x32x3, 28x28x1). Output logits (B, num_classes).
+    """
+
+    def __init__(self, stage_widths=((128, 128, 128), (256, 256, 256)),
+                 top_widths=(512, 256, 128), num_classes=10, keep_prob_hidden=0.5,
+                 lrelu_a=0.1, top_bn=False, bn_decay=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.stage_widths = tuple(tuple(s) for s in stage_widths)
+        self.top_widths = tuple(top_widths)
+        self.num_classes = num_classes
+        self.keep_prob_hidden = keep_prob_hidden
+        self.lrelu_a = lrelu_a
+        self.use_top_bn = top_bn
+        self.bn_decay = bn_decay
+        self.convs, self.bns = [], []
+        widths = [w for s in self.stage_widths for w in s] + list(self.top_widths)
+        n_stage = sum(len(s) for s in self.stage_widths)
+        for i, w in enumerate(widths):
+            if i < n_stage:
+                k, pad = 3, "same"
+            elif i == n_stage:
+                k, pad = 3, "valid"
+            else:
+                k, pad = 1, "valid"
+            self.convs.append(keras.layers.Conv2D(w, k, padding=pad, use_bias=False,
+                                                  kernel_initializer=UpstreamVarianceScaling(), name=f"c{i + 1}"))
+            self.bns.append(UpstreamBatchNorm(decay=bn_decay, name=f"b{i + 1}"))
+        self.fc = keras.layers.Dense(num_classes, kernel_initializer=UpstreamVarianceScaling(),
+                                     bias_initializer="zeros", name="fc")
+        self.top_bn = UpstreamBatchNorm(decay=bn_decay, name="bfc") if top_bn else None
+
+    def check_input_shape(self, shape):
+        h, w = int(shape[0]), int(shape[1])
+        for _ in self.stage_widths:
+            h, w = -(-h // 2), -(-w // 2)
+        if h < 3 or w < 3:
+            raise ValueError(f"images of shape {tuple(shape)} are too small for {self.name}: "
+                             f"after {len(self.stage_widths)} max-pools they are {h}x{w}, the "
+                             "3x3 VALID conv needs at least 3x3")
+
+    def _forward(self, x, bn_mode, dropout_seed):
+        h = x
+        i = 0
+        for s, stage in enumerate(self.stage_widths):
+            for _ in stage:
+                h = self.convs[i](h)
+                h = tf.nn.leaky_relu(self.bns[i](h, mode=bn_mode), alpha=self.lrelu_a)
+                i += 1
+            h = tf.nn.max_pool2d(h, 2, 2, padding="SAME")
+            if dropout_seed is not None:
+                h = stateless_dropout(h, self.keep_prob_hidden, fold_seed(dropout_seed, s))
+        for _ in self.top_widths:
+            h = self.convs[i](h)
+            h = tf.nn.leaky_relu(self.bns[i](h, mode=bn_mode), alpha=self.lrelu_a)
+            i += 1
+        feats = tf.reduce_mean(h, axis=[1, 2])
+        logits = self.fc(feats)
+        if self.top_bn is not None:
+            logits = self.top_bn(logits, mode=bn_mode)
+        return feats, logits
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(stage_widths=self.stage_widths, top_widths=self.top_widths,
+                   num_classes=self.num_classes, keep_prob_hidden=self.keep_prob_hidden,
+                   lrelu_a=self.lrelu_a, top_bn=self.use_top_bn, bn_decay=self.bn_decay)
+        return cfg
+
+
+@keras.saving.register_keras_serializable("lvat_tf")
+class MLP(Classifier):
+    """The VAT paper's MNIST MLP: dense (no bias) -> BN -> ReLU per hidden layer.
+
+    Default widths 1200-600-300-150 then a dense layer with bias to the logits
+    (optional BN on the logits with ``top_bn``). Input (B, ...) is flattened, so
+    any image size works. No dropout (the VAT MLP has none); ``dropout_seed``
+    is accepted and ignored.
+    """
+
+    def __init__(self, hidden=(1200, 600, 300, 150), num_classes=10, top_bn=False,
+                 bn_decay=0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = tuple(hidden)
+        self.num_classes = num_classes
+        self.use_top_bn = top_bn
+        self.bn_decay = bn_decay
+        self.denses = [keras.layers.Dense(w, use_bias=False, kernel_initializer=UpstreamVarianceScaling(),
+                                          name=f"l{i + 1}") for i, w in enumerate(self.hidden)]
+        self.bns = [UpstreamBatchNorm(decay=bn_decay, name=f"b{i + 1}")
+                    for i in range(len(self.hidden))]
+        self.fc = keras.layers.Dense(num_classes, kernel_initializer=UpstreamVarianceScaling(), name="fc")
+        self.top_bn = UpstreamBatchNorm(decay=bn_decay, name="bfc") if top_bn else None
+
+    def _forward(self, x, bn_mode, dropout_seed):
+        h = tf.reshape(x, [tf.shape(x)[0], -1])
+        for dense, bn in zip(self.denses, self.bns):
+            h = tf.nn.relu(bn(dense(h), mode=bn_mode))
+        logits = self.fc(h)
+        if self.top_bn is not None:
+            logits = self.top_bn(logits, mode=bn_mode)
+        return h, logits
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(hidden=self.hidden, num_classes=self.num_classes, top_bn=self.use_top_bn,
+                   bn_decay=self.bn_decay)
+        return cfg

@@ -1,0 +1,128 @@
+"""Building blocks with upstream (vat_tf ``layers.py``) semantics.
+
+* :class:`UpstreamBatchNorm` has the three modes VAT needs, which Keras'
+  ``BatchNormalization`` lacks (its ``training=True`` always updates the moving
+  statistics, so every perturbed pass of a VAT step would move them).
+* :func:`stateless_dropout` draws its mask from an explicit seed, so the
+  clean, xi*d and r unlabeled passes of one step can share a mask (as the TF1
+  graph does by construction) and a resumed run replays the same masks.
+"""
+import math
+import random
+
+import keras
+import tensorflow as tf
+
+#: Batch-norm modes. ``update``: batch statistics and moving-average update
+#: (the labeled pass); ``batch``: batch statistics, no update (every unlabeled
+#: and perturbed pass); ``moving``: inference with the moving statistics.
+BN_MODES = ("update", "batch", "moving")
+
+
+@keras.saving.register_keras_serializable("lvat_tf")
+class UpstreamVarianceScaling(keras.initializers.Initializer):
+    """TF1 ``variance_scaling_initializer(factor=2, FAN_IN, uniform=False)``.
+
+    TF1 draws a normal truncated at two standard deviations with
+    stddev = sqrt(1.3 * factor / fan_in) (the 1.3 roughly undoes the
+    truncation). Keras' ``VarianceScaling`` uses 0.8796 instead of 1/sqrt(1.3),
+    so the port uses its own initializer to keep upstream's scale exactly.
+    """
+
+    def __init__(self, factor: float = 2.0, seed=None):
+        self.factor = factor
+        # One initializer per layer; its seed comes from Python's RNG, which
+        # keras.utils.set_random_seed(config.seed) makes reproducible.
+        self.seed = seed if seed is not None else random.randint(1, 2**31 - 1)
+
+    def __call__(self, shape, dtype=None):
+        fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0]
+        stddev = math.sqrt(1.3 * self.factor / fan_in)
+        return keras.random.truncated_normal(shape, stddev=stddev, dtype=dtype, seed=self.seed)
+
+    def get_config(self):
+        return {"factor": self.factor, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable("lvat_tf")
+class UpstreamBatchNorm(keras.layers.Layer):
+    """Batch norm over all axes but the last, with upstream's numerics.
+
+    eps 1e-6 (Keras: 1e-3), decay 0.99, biased batch variance for the
+    normalisation but ``n/(n-1)`` times it in the moving average (n = number of
+    values averaged per channel), moving mean 0 / variance 1 at start,
+    gradients flowing through the batch statistics.
+
+    Input: (B, ..., C). Output: same shape.
+    """
+
+    def __init__(self, decay: float = 0.99, epsilon: float = 1e-6, use_affine: bool = True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.decay = decay
+        self.epsilon = epsilon
+        self.use_affine = use_affine
+
+    def build(self, input_shape):
+        c = int(input_shape[-1])
+        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False,
+                                           name="moving_mean")
+        self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False,
+                                               name="moving_variance")
+        if self.use_affine:
+            self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
+            self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
+
+    def call(self, x, mode: str = "moving"):
+        if mode not in BN_MODES:
+            raise ValueError(f"batch-norm mode must be one of {BN_MODES}, got {mode!r}")
+        axes = list(range(len(x.shape) - 1))
+        dtype = x.dtype
+        if mode == "moving":
+            mean = tf.cast(self.moving_mean, dtype)
+            var = tf.cast(self.moving_variance, dtype)
+        else:
+            # Statistics in float32 at least, even under mixed precision.
+            xs = x if dtype in (tf.float32, tf.float64) else tf.cast(x, tf.float32)
+            mean, var = tf.nn.moments(xs, axes=axes)
+            if mode == "update":
+                n = tf.cast(tf.reduce_prod(tf.shape(xs)[:-1]), mean.dtype)
+                unbiased = var * n / tf.maximum(n - 1.0, 1.0)
+                d = tf.cast(self.decay, mean.dtype)
+                mv = tf.cast(self.moving_mean, mean.dtype)
+                vv = tf.cast(self.moving_variance, mean.dtype)
+                self.moving_mean.assign(tf.cast(d * mv + (1 - d) * tf.stop_gradient(mean),
+                                                self.moving_mean.dtype))
+                self.moving_variance.assign(tf.cast(d * vv + (1 - d) * tf.stop_gradient(unbiased),
+                                                    self.moving_variance.dtype))
+            mean, var = tf.cast(mean, dtype), tf.cast(var, dtype)
+        z = (x - mean) / tf.sqrt(var + tf.cast(self.epsilon, dtype))
+        if self.use_affine:
+            z = tf.cast(self.gamma, dtype) * z + tf.cast(self.beta, dtype)
+        return z
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(decay=self.decay, epsilon=self.epsilon, use_affine=self.use_affine)
+        return cfg
+
+
+def stateless_dropout(x: tf.Tensor, keep_prob: float, seed: tf.Tensor) -> tf.Tensor:
+    """Element-wise inverted dropout (TF1 ``tf.nn.dropout(keep_prob=)``).
+
+    Args:
+      x: any shape.
+      keep_prob: probability of keeping a unit; kept units are scaled 1/keep_prob.
+      seed: int32/int64 shape-(2,) stateless seed. The same seed and shape give
+        the same mask.
+    """
+    if keep_prob >= 1.0:
+        return x
+    u = tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=tf.float32)
+    mask = tf.cast(tf.floor(keep_prob + u), x.dtype)
+    return x * mask / tf.cast(keep_prob, x.dtype)
+
+
+def fold_seed(seed: tf.Tensor, salt: int) -> tf.Tensor:
+    """A new shape-(2,) stateless seed derived from ``seed`` and an integer."""
+    return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), salt)

@@ -1,0 +1,1 @@
+"""Regularisers (VAT, entropy, ...) as pure functions, and the method registry."""

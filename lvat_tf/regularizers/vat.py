@@ -1,0 +1,70 @@
+"""Consistency regularisers on the unlabeled batch: VAT and entropy minimisation.
+
+A regulariser is an object with ``name``, ``needs_clean_grad`` (whether its
+loss is differentiated through the clean unlabeled pass) and
+``__call__(forward, x, clean_logits, seed) -> (loss, metrics)``, where
+``forward(x')`` runs the classifier on unlabeled-space inputs in upstream's
+"batch statistics, no update, shared dropout mask" mode.
+"""
+import dataclasses
+
+import tensorflow as tf
+
+from lvat_tf.losses import entropy_from_logits, kl_divergence_with_logits
+from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
+
+
+def virtual_adversarial_perturbation(forward, x, clean_logits, d_init, epsilon, xi=1e-6,
+                                     num_power_iterations=1, mode="finite_difference"):
+    """r_vadv = epsilon · normalize(power-iterated direction) in input space.
+
+    Args:
+      forward: classifier on inputs, (B, ...) -> (B, K).
+      x: (B, ...) unlabeled inputs.
+      clean_logits: (B, K) logits of ``forward(x)``.
+      d_init: (B, ...) random normal start.
+      epsilon, xi, num_power_iterations, mode: as upstream's flags.
+
+    Returns:
+      (B, ...) perturbation with L2 norm epsilon per sample, gradient-stopped.
+    """
+    g = power_iteration(lambda d: forward(x + d), clean_logits, d_init, xi=xi,
+                        num_iterations=num_power_iterations, mode=mode)
+    return tf.stop_gradient(scale_to_epsilon(g, epsilon))
+
+
+def vat_loss(forward, x, clean_logits, r):
+    """KL(stop_gradient(p(y|x)) || p(y|x + r)); gradient only via the perturbed pass."""
+    return kl_divergence_with_logits(tf.stop_gradient(clean_logits), forward(x + r))
+
+
+@dataclasses.dataclass(frozen=True)
+class VAT:
+    """Input-space VAT (vat_tf ``vat.virtual_adversarial_loss``)."""
+
+    epsilon: float
+    xi: float = 1e-6
+    num_power_iterations: int = 1
+    power_iteration: str = "finite_difference"
+    name: str = "vat_loss"
+    needs_clean_grad: bool = False
+
+    def __call__(self, forward, x, clean_logits, seed):
+        d = tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
+        r = virtual_adversarial_perturbation(forward, x, clean_logits, d, self.epsilon, self.xi,
+                                             self.num_power_iterations, self.power_iteration)
+        loss = vat_loss(forward, x, clean_logits, r)
+        return loss, {self.name: loss}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entropy:
+    """Entropy minimisation on the clean unlabeled pass (vat_tf ``vatent``)."""
+
+    name: str = "ent_loss"
+    needs_clean_grad: bool = True
+
+    def __call__(self, forward, x, clean_logits, seed):
+        del forward, x, seed
+        loss = entropy_from_logits(clean_logits)
+        return loss, {self.name: loss}

@@ -1,0 +1,1 @@
+"""Training: the SSL train_step, upstream's Adam schedule, callbacks, the run loop."""

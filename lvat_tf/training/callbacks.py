@@ -1,0 +1,137 @@
+"""Callbacks: upstream schedule, NaN guard, checkpoints, periodic evaluation, TensorBoard."""
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from lvat_tf.training.optimizer import upstream_schedule
+
+
+class UpstreamSchedule(keras.callbacks.Callback):
+    """Sets Adam's lr and beta1 at the start of each epoch (vat_tf train_semisup.py)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.current = (cfg.learning_rate, cfg.mom1)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        c = self.cfg
+        lr, beta1 = upstream_schedule(epoch, c.learning_rate, c.num_epochs, c.epoch_decay_start,
+                                      c.mom1, c.mom2)
+        self.model.optimizer.learning_rate.assign(lr)
+        self.model.optimizer.set_beta_1(beta1)
+        self.current = (lr, beta1)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss; nothing is saved after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_step = None
+        self.bad_logs = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bad_step is not None or not logs:
+            return
+        vals = {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}
+        if not all(math.isfinite(v) for v in vals.values()):
+            self.bad_step = int(self.model.optimizer.iterations.numpy())
+            self.bad_logs = vals
+            self.model.stop_training = True
+            logging.error("Non-finite loss at step %d (epoch %d): %s", self.bad_step,
+                          self._epoch, vals)
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves classifier + optimizer + epoch at the end of every epoch.
+
+    TF checkpoints are written to new files and the ``checkpoint`` index is
+    updated last, so a kill during a save leaves the previous one valid. A
+    checkpoint is refused when the NaN guard tripped or any weight is not
+    finite: the last good one is kept.
+    """
+
+    def __init__(self, manager, epoch_var, guard: NaNGuard, variables):
+        super().__init__()
+        self.manager, self.epoch_var, self.guard = manager, epoch_var, guard
+        self.variables = variables
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.bad_step is not None:
+            return
+        if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.variables):
+            self.guard.bad_step = int(self.model.optimizer.iterations.numpy())
+            self.model.stop_training = True
+            logging.error("Non-finite weights after epoch %d: checkpoint not written", epoch)
+            return
+        self.epoch_var.assign(epoch + 1)
+        path = self.manager.save(checkpoint_number=epoch + 1)
+        logging.info("Saved checkpoint %s", path)
+
+
+class PeriodicEval(keras.callbacks.Callback):
+    """Every ``eval_freq`` epochs and at the last: inference-mode eval on a fixed subset.
+
+    Upstream evaluates 5000 shuffled examples with moving BN statistics; we
+    use a fixed random subset of the same size so curves are comparable.
+    """
+
+    def __init__(self, dataset, eval_freq, num_epochs, writer=None, prefix="test"):
+        super().__init__()
+        self.dataset, self.eval_freq, self.num_epochs = dataset, eval_freq, num_epochs
+        self.writer, self.prefix = writer, prefix
+        self.history = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.eval_freq and epoch + 1 != self.num_epochs:
+            return
+        res = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
+        step = int(self.model.optimizer.iterations.numpy())
+        self.history.append({"epoch": epoch + 1, "step": step, **{k: float(v)
+                                                                  for k, v in res.items()}})
+        logging.info("Epoch %d %s-NLL %.4f %s-Acc %.4f", epoch + 1, self.prefix,
+                     res["xe_loss"], self.prefix, res["accuracy"])
+        if logs is not None:
+            logs[f"{self.prefix}_xe_loss"] = res["xe_loss"]
+            logs[f"{self.prefix}_accuracy"] = res["accuracy"]
+        if self.writer is not None:
+            with self.writer.as_default():
+                tf.summary.scalar("xe_loss", res["xe_loss"], step=step)
+                tf.summary.scalar("accuracy", res["accuracy"], step=step)
+                tf.summary.scalar("error_percent", 100 * (1 - res["accuracy"]), step=step)
+            self.writer.flush()
+
+
+class ScalarLogger(keras.callbacks.Callback):
+    """TensorBoard scalars per epoch: every loss term, accuracy, lr, beta1, time."""
+
+    def __init__(self, writer, schedule: UpstreamSchedule):
+        super().__init__()
+        self.writer, self.schedule = writer, schedule
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        lr, beta1 = self.schedule.current
+        parts = " ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items()
+                         if not k.startswith("test_"))
+        logging.info("Epoch %d step %d %s lr=%.3g beta1=%.2f", epoch + 1, step, parts, lr, beta1)
+        with self.writer.as_default():
+            for k, v in (logs or {}).items():
+                if not k.startswith("test_"):
+                    tf.summary.scalar(k, float(v), step=step)
+            tf.summary.scalar("learning_rate", lr, step=step)
+            tf.summary.scalar("beta1", beta1, step=step)
+        self.writer.flush()
+
+
+def make_writer(log_dir, name):
+    return tf.summary.create_file_writer(os.path.join(log_dir, "tb", name))

@@ -1,0 +1,104 @@
+"""The semi-supervised Keras model: CE on the labeled batch + the method's regularisers.
+
+One step (upstream's graph, in this order):
+
+1. labeled pass, BN ``update`` mode, its own dropout mask -> cross-entropy;
+2. clean unlabeled pass, BN ``batch`` mode, the step's unlabeled mask;
+3. each regulariser, whose perturbed passes reuse that mode and mask.
+
+All randomness of a step is keyed by (seed, optimizer.iterations), so a run
+resumed from a checkpoint replays the same dropout masks and directions.
+"""
+import keras
+import tensorflow as tf
+
+from lvat_tf.losses import cross_entropy
+from lvat_tf.models.layers import fold_seed
+
+# Salts folded into the step seed.
+_SALT_LABELED, _SALT_UNLABELED, _SALT_REG = 11, 12, 13
+
+
+class SSLModel(keras.Model):
+    """Wraps a classifier with the training objective.
+
+    Args:
+      classifier: a :class:`lvat_tf.models.classifiers.Classifier`.
+      regularizers: list of regulariser objects (see ``regularizers/vat.py``).
+      seed: the run seed (int).
+
+    Data: dicts {``x_l`` (B, H, W, C), ``y_l`` (B,), ``x_u`` (U, H, W, C)} for
+    training; tuples (x, y) for evaluation.
+    """
+
+    def __init__(self, classifier, regularizers=(), seed: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier = classifier
+        self.regularizers = list(regularizers)
+        self.run_seed = int(seed)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.xe_tracker = keras.metrics.Mean(name="xe_loss")
+        self.acc_tracker = keras.metrics.Mean(name="accuracy")
+        self.reg_trackers = {r.name: keras.metrics.Mean(name=r.name) for r in self.regularizers}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.xe_tracker, self.acc_tracker,
+                *self.reg_trackers.values()]
+
+    def call(self, x, training=False):
+        return self.classifier(x, training=training)
+
+    def step_seeds(self):
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        base = tf.stack([tf.constant(self.run_seed, tf.int64), step])
+        return (fold_seed(base, _SALT_LABELED), fold_seed(base, _SALT_UNLABELED),
+                fold_seed(base, _SALT_REG))
+
+    def compute_losses(self, data):
+        """Returns (total, xe, labeled logits, {name: loss}); call under a tape."""
+        seed_l, seed_u, seed_r = self.step_seeds()
+        logits_l = self.classifier(data["x_l"], bn_mode="update", dropout_seed=seed_l)
+        xe = cross_entropy(logits_l, data["y_l"])
+        total = xe
+        reg_losses = {}
+        if self.regularizers:
+            x_u = data["x_u"]
+
+            def forward(x):
+                return self.classifier(x, bn_mode="batch", dropout_seed=seed_u)
+
+            clean = forward(x_u)
+            for i, reg in enumerate(self.regularizers):
+                loss, _ = reg(forward, x_u, clean if reg.needs_clean_grad
+                              else tf.stop_gradient(clean), fold_seed(seed_r, i))
+                reg_losses[reg.name] = loss
+                total = total + loss
+        return total, xe, logits_l, reg_losses
+
+    def train_step(self, data):
+        variables = self.classifier.trainable_variables
+        with tf.GradientTape() as tape:
+            total, xe, logits_l, reg_losses = self.compute_losses(data)
+        grads = tape.gradient(total, variables)
+        self.optimizer.apply(grads, variables)
+        self._update_metrics(total, xe, logits_l, data["y_l"], reg_losses)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        x, y = data
+        logits = self.classifier(x, bn_mode="moving")
+        xe = cross_entropy(logits, y)
+        self._update_metrics(xe, xe, logits, y, {}, weight=tf.shape(y)[0])
+        return {m.name: m.result() for m in (self.loss_tracker, self.xe_tracker,
+                                             self.acc_tracker)}
+
+    def _update_metrics(self, total, xe, logits, y, reg_losses, weight=None):
+        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                              tf.cast(y, tf.int32)), tf.float32))
+        sw = None if weight is None else tf.cast(weight, tf.float32)
+        self.loss_tracker.update_state(total, sample_weight=sw)
+        self.xe_tracker.update_state(xe, sample_weight=sw)
+        self.acc_tracker.update_state(acc, sample_weight=sw)
+        for name, loss in reg_losses.items():
+            self.reg_trackers[name].update_state(loss)

@@ -1,0 +1,225 @@
+"""One training run end to end: data, model, resume, fit, final evaluation, results.json.
+
+Run directory layout (``--log_dir``)::
+
+    config.json          the resolved config the run was started with
+    preprocessing.npz    the fitted input transform (scaling / ZCA)
+    checkpoints/         tf.train checkpoints (classifier, optimizer, epoch), last 3
+    tb/train, tb/test    TensorBoard scalars
+    results.json         final metrics (written atomically at the end)
+"""
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from lvat_tf import config as config_lib
+from lvat_tf.data import pipeline
+from lvat_tf.data.preprocessing import Preprocessor
+from lvat_tf.models import registry as model_registry
+from lvat_tf.regularizers import methods
+from lvat_tf.regularizers.power_iteration import xi_resolution_warning
+from lvat_tf.training import callbacks as cb
+from lvat_tf.training.model import SSLModel
+from lvat_tf.training.optimizer import UpstreamAdam
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became non-finite; the last good checkpoint is kept."""
+
+
+class RunDirError(ValueError):
+    """``--log_dir`` holds something incompatible with this run."""
+
+
+# Fields that may change between a run and its resumption without changing
+# what is computed.
+_RESUME_FREE = {"log_dir", "eval_freq", "eval_batch_size", "num_eval_examples", "data_dir",
+                "tfds_download", "finetune_batch_size", "finetune_iter"}
+
+
+def build_classifier(cfg, data_spec, image_shape):
+    """Builds the configured classifier and creates its variables."""
+    clf = model_registry.build_from_config(cfg, data_spec.num_classes)
+    try:
+        clf.check_input_shape(image_shape)
+    except ValueError as e:
+        raise config_lib.ConfigError("model", str(e)) from None
+    clf(tf.zeros((2,) + tuple(image_shape)), bn_mode="moving")
+    return clf
+
+
+def make_checkpoint(classifier, optimizer, directory, max_to_keep=3):
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    ckpt = tf.train.Checkpoint(classifier=classifier, optimizer=optimizer, epoch=epoch)
+    return ckpt, tf.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep), epoch
+
+
+def _check_run_dir(cfg):
+    path = os.path.join(cfg.log_dir, "config.json")
+    if not os.path.isfile(path):
+        return
+    old = config_lib.load_config(cfg.log_dir).to_dict()
+    new = cfg.to_dict()
+    diff = sorted(k for k in new if k not in _RESUME_FREE and old.get(k) != new[k])
+    if diff:
+        k = diff[0]
+        raise RunDirError(f"--log_dir: {cfg.log_dir} holds a run with --{k}={old.get(k)!r}, "
+                          f"not {new[k]!r}; use another --log_dir or the same flags to resume")
+
+
+def _write_json_atomic(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def finetune_bn(classifier, data, cfg, seed):
+    """vat_tf test.py BN re-estimation: ``finetune_iter`` labeled batches in update mode.
+
+    Dropout is on (training mode), augmentation as configured; the moving
+    averages continue with the usual decay.
+    """
+    if cfg.finetune_iter <= 0:
+        return
+    ds = pipeline.finetune_dataset(data, cfg.finetune_batch_size, seed, cfg.aug_trans,
+                                   cfg.aug_flip)
+
+    @tf.function
+    def step(x, t):
+        s = tf.stack([tf.constant(seed, tf.int64), tf.cast(t, tf.int64) + (1 << 40)])
+        classifier(x, bn_mode="update", dropout_seed=s)
+
+    for t, x in enumerate(ds.take(cfg.finetune_iter)):
+        step(x, tf.constant(t, tf.int64))
+
+
+def evaluate_classifier(classifier, x, y, batch_size):
+    """Inference-mode (moving statistics, no dropout) accuracy over all of x."""
+
+    @tf.function
+    def predict(xb):
+        return tf.argmax(classifier(xb, bn_mode="moving"), -1)
+
+    correct = 0
+    for xb, yb in pipeline.eval_dataset(x, y, batch_size):
+        correct += int(tf.reduce_sum(tf.cast(tf.equal(predict(xb), yb), tf.int32)))
+    return correct, len(y)
+
+
+def train_and_evaluate(cfg, verbose="auto"):
+    """Trains (or resumes) the run described by ``cfg`` and writes results.json.
+
+    Returns:
+      The results dict.
+
+    Raises:
+      ConfigError, DataError, RunDirError: bad flags, data or run directory.
+      TrainingDiverged: a non-finite loss; the last good checkpoint is kept.
+    """
+    if not cfg.log_dir:
+        raise config_lib.ConfigError("log_dir", "a run directory is required")
+    t_start = time.time()
+    _check_run_dir(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    os.makedirs(cfg.log_dir, exist_ok=True)
+    prep_path = os.path.join(cfg.log_dir, "preprocessing.npz")
+    prep = Preprocessor.load(prep_path) if os.path.isfile(prep_path) else None
+    data = pipeline.load_ssl_data(cfg, prep)
+    if prep is None:
+        data.preprocessor.save(prep_path)
+    config_lib.save_config(cfg, cfg.log_dir)
+
+    spec = methods.get_method(cfg.method)
+    regs = methods.build_regularizers(cfg)
+    if cfg.power_iteration == "finite_difference" and regs and cfg.method in ("vat", "vatent"):
+        msg = xi_resolution_warning(cfg.xi, data.image_shape, data.input_abs_max)
+        if msg:
+            logging.warning(msg)
+
+    clf = build_classifier(cfg, data.spec, data.image_shape)
+    model = SSLModel(clf, regs, seed=cfg.seed)
+    opt = UpstreamAdam(learning_rate=cfg.learning_rate, beta_1=cfg.mom1)
+    model.compile(optimizer=opt)
+    opt.build(clf.trainable_variables)
+    ckpt, manager, epoch_var = make_checkpoint(clf, opt, os.path.join(cfg.log_dir, "checkpoints"))
+    initial_epoch = 0
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        initial_epoch = int(epoch_var.numpy())
+        logging.info("Resuming from %s (epoch %d, step %d)", manager.latest_checkpoint,
+                     initial_epoch, int(opt.iterations.numpy()))
+    logging.info("%s on %s: %d parameters, %d epochs x %d steps", cfg.model, cfg.dataset,
+                 clf.count_params(), cfg.num_epochs, cfg.num_iter_per_epoch)
+
+    start_step = initial_epoch * cfg.num_iter_per_epoch
+    train_ds = pipeline.train_dataset(data, cfg.batch_size, cfg.ul_batch_size, cfg.seed,
+                                      start_step, cfg.aug_trans, cfg.aug_flip,
+                                      with_unlabeled=spec.uses_unlabeled)
+    x_ev, y_ev = pipeline.eval_subset(data, cfg.num_eval_examples, cfg.seed)
+    eval_ds = pipeline.eval_dataset(x_ev, y_ev, cfg.eval_batch_size)
+    train_writer, test_writer = cb.make_writer(cfg.log_dir, "train"), cb.make_writer(
+        cfg.log_dir, "test")
+    schedule = cb.UpstreamSchedule(cfg)
+    guard = cb.NaNGuard()
+    evaluator = cb.PeriodicEval(eval_ds, cfg.eval_freq, cfg.num_epochs, test_writer,
+                                "valid" if cfg.validation else "test")
+    callbacks = [schedule, guard, evaluator, cb.ScalarLogger(train_writer, schedule),
+                 cb.Checkpointer(manager, epoch_var, guard, clf.variables)]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    t_fit = time.time()
+    if initial_epoch < cfg.num_epochs:
+        model.fit(train_ds, epochs=cfg.num_epochs, steps_per_epoch=cfg.num_iter_per_epoch,
+                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+    fit_seconds = time.time() - t_fit
+    if guard.bad_step is not None:
+        kept = manager.latest_checkpoint or "none"
+        raise TrainingDiverged(f"training stopped: non-finite loss at step {guard.bad_step} "
+                               f"({guard.bad_logs}); last good checkpoint kept: {kept}")
+
+    results = final_evaluation(clf, data, cfg)
+    results.update({
+        "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
+        "num_labeled_examples": cfg.num_labeled_examples,
+        "num_iterations": int(opt.iterations.numpy()), "seed": cfg.seed,
+        "epsilon": cfg.epsilon, "train_seconds_this_session": round(fit_seconds, 1),
+        "wall_seconds_this_session": round(time.time() - t_start, 1),
+        "periodic_eval": evaluator.history, "config": cfg.to_dict(),
+    })
+    _write_json_atomic(os.path.join(cfg.log_dir, "results.json"), results)
+    logging.info("test error %.2f %% (%d/%d correct after BN re-estimation)",
+                 results["test_error"], results["num_correct"], results["num_test_examples"])
+    return results
+
+
+def final_evaluation(clf, data, cfg):
+    """test.py protocol: BN re-estimation, then the whole test set (moving statistics)."""
+    c0, n = evaluate_classifier(clf, data.x_test, data.y_test, cfg.eval_batch_size)
+    finetune_bn(clf, data, cfg, cfg.seed)
+    c, n = evaluate_classifier(clf, data.x_test, data.y_test, cfg.eval_batch_size)
+    acc = c / n
+    return {"test_accuracy": acc, "test_error": 100.0 * (1 - acc), "num_correct": c,
+            "num_test_examples": n, "test_error_before_bn_finetune": 100.0 * (1 - c0 / n)}
+
+
+def load_trained_classifier(log_dir):
+    """Restores a run's classifier from its latest checkpoint: (cfg, classifier, data)."""
+    cfg = config_lib.load_config(log_dir)
+    prep = Preprocessor.load(os.path.join(log_dir, "preprocessing.npz"))
+    data = pipeline.load_ssl_data(cfg, prep)
+    clf = build_classifier(cfg, data.spec, data.image_shape)
+    manager_dir = os.path.join(log_dir, "checkpoints")
+    latest = tf.train.latest_checkpoint(manager_dir)
+    if latest is None:
+        raise RunDirError(f"--log_dir: {log_dir} holds no checkpoint in checkpoints/")
+    tf.train.Checkpoint(classifier=clf).restore(latest).expect_partial()
+    return cfg, clf, data, latest

@@ -1,0 +1,1 @@
+"""Everything that knows upstream's TF1 variable names lives here."""

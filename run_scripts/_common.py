@@ -1,0 +1,22 @@
+"""Shared plumbing of the thin entry points: import path and one-line errors."""
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, _ROOT)
+
+
+def user_errors():
+    """The exception types that end a script with a one-line message, exit 1."""
+    from lvat_tf.config import ConfigError
+    from lvat_tf.data import DataError
+    from lvat_tf.training.run import RunDirError, TrainingDiverged
+
+    return (ConfigError, DataError, RunDirError, TrainingDiverged)
+
+
+def fail(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(1)
