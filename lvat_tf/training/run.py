@@ -54,10 +54,34 @@ def build_classifier(cfg, data_spec, image_shape):
     return clf
 
 
-def make_checkpoint(classifier, optimizer, directory, max_to_keep=3):
+def _by_path(variables, what):
+    """{variable path: variable}; paths must be unique (they key the checkpoint)."""
+    out = {}
+    for v in variables:
+        if v.path in out:
+            raise ValueError(f"two {what} variables share the path {v.path!r}")
+        out[v.path] = v
+    return out
+
+
+def make_checkpoint(classifier, optimizer=None, directory=None, max_to_keep=3):
+    """A tf.train checkpoint of every classifier and optimizer variable, keyed by path.
+
+    Variables are listed explicitly (rather than through Keras' object graph,
+    which tf.train.Checkpoint does not fully see for layers kept in lists) so
+    that BN moving statistics and every optimizer slot are saved and restored.
+
+    Returns:
+      (checkpoint, manager or None, epoch variable).
+    """
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    ckpt = tf.train.Checkpoint(classifier=classifier, optimizer=optimizer, epoch=epoch)
-    return ckpt, tf.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep), epoch
+    parts = {"classifier": _by_path(classifier.variables, "classifier"), "epoch": epoch}
+    if optimizer is not None:
+        parts["optimizer"] = _by_path(optimizer.variables, "optimizer")
+    ckpt = tf.train.Checkpoint(**parts)
+    manager = (tf.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep)
+               if directory else None)
+    return ckpt, manager, epoch
 
 
 def _check_run_dir(cfg):
@@ -211,9 +235,24 @@ def final_evaluation(clf, data, cfg):
             "num_test_examples": n, "test_error_before_bn_finetune": 100.0 * (1 - c0 / n)}
 
 
-def load_trained_classifier(log_dir):
-    """Restores a run's classifier from its latest checkpoint: (cfg, classifier, data)."""
+def load_trained_classifier(log_dir, **overrides):
+    """Restores a run's classifier from its latest checkpoint.
+
+    Args:
+      log_dir: the run directory.
+      **overrides: evaluation-only config fields to change (see _RESUME_FREE).
+
+    Returns:
+      (cfg, classifier, data, checkpoint path).
+    """
+    if not os.path.isdir(log_dir):
+        raise RunDirError(f"--log_dir: {log_dir} is not a directory")
     cfg = config_lib.load_config(log_dir)
+    bad = sorted(set(overrides) - _RESUME_FREE)
+    if bad:
+        raise config_lib.ConfigError(bad[0], "cannot be changed when evaluating a finished run")
+    cfg = cfg.replace(**overrides)
+    tf.config.experimental.enable_op_determinism()
     prep = Preprocessor.load(os.path.join(log_dir, "preprocessing.npz"))
     data = pipeline.load_ssl_data(cfg, prep)
     clf = build_classifier(cfg, data.spec, data.image_shape)
@@ -221,5 +260,6 @@ def load_trained_classifier(log_dir):
     latest = tf.train.latest_checkpoint(manager_dir)
     if latest is None:
         raise RunDirError(f"--log_dir: {log_dir} holds no checkpoint in checkpoints/")
-    tf.train.Checkpoint(classifier=clf).restore(latest).expect_partial()
+    ckpt, _, _ = make_checkpoint(clf)
+    ckpt.restore(latest).expect_partial().assert_existing_objects_matched()
     return cfg, clf, data, latest

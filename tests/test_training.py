@@ -1,0 +1,217 @@
+"""The train step, the optimizer schedule, runs end to end, resume and the NaN guard."""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, run_script, tiny_config
+from lvat_tf.models import registry
+from lvat_tf.regularizers import methods
+from lvat_tf.regularizers.vat import VAT
+from lvat_tf.training import run
+from lvat_tf.training.model import SSLModel
+from lvat_tf.training.optimizer import UpstreamAdam, upstream_schedule
+
+
+def _ssl_model(regs, seed=0, keep_prob=0.5):
+    keras.utils.set_random_seed(seed)
+    clf = registry.build("tiny_cnn", keep_prob_hidden=keep_prob)
+    clf(tf.zeros((1, 16, 16, 3)))
+    m = SSLModel(clf, regs, seed=3)
+    m.compile(optimizer=UpstreamAdam(1e-3))
+    m.optimizer.build(clf.trainable_variables)
+    return m
+
+
+def _batch(seed=0):
+    rng = np.random.RandomState(seed)
+    return {"x_l": tf.constant(rng.randn(8, 16, 16, 3).astype(np.float32)),
+            "y_l": tf.constant(rng.randint(0, 10, 8)),
+            "x_u": tf.constant(rng.randn(16, 16, 16, 3).astype(np.float32))}
+
+
+def _bn_stats(clf):
+    return [v.numpy().copy() for v in clf.non_trainable_variables]
+
+
+def test_bn_statistics_come_from_the_labeled_pass_only():
+    data = _batch()
+    vat = _ssl_model([VAT(epsilon=2.0, xi=1e-2)])
+    base = _ssl_model([])
+    before = _bn_stats(vat.classifier)
+    vat.train_step(data)
+    base.train_step(data)
+    # The same labeled pass => the same moving statistics, whatever the
+    # regulariser's extra (perturbed) passes did; and they did change.
+    for a, b, c in zip(_bn_stats(vat.classifier), _bn_stats(base.classifier), before):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert any(np.max(np.abs(a - c)) > 0 for a, c in zip(_bn_stats(vat.classifier), before))
+    w_vat = vat.classifier.trainable_variables[0].numpy()
+    w_base = base.classifier.trainable_variables[0].numpy()
+    assert np.max(np.abs(w_vat - w_base)) > 0  # the VAT term did change the update
+
+
+def test_unlabeled_passes_share_one_dropout_mask_and_labeled_pass_another():
+    m = _ssl_model([VAT(epsilon=2.0, xi=1e-2)])
+    calls = []
+    orig = m.classifier.call
+
+    def spy(x, training=False, bn_mode=None, dropout_seed=None, return_features=False):
+        calls.append((bn_mode, None if dropout_seed is None else tuple(dropout_seed.numpy())))
+        return orig(x, training=training, bn_mode=bn_mode, dropout_seed=dropout_seed,
+                    return_features=return_features)
+
+    m.classifier.call = spy
+    m.compute_losses(_batch())
+    modes = [c[0] for c in calls]
+    assert modes == ["update", "batch", "batch", "batch"]  # labeled, clean, xi*d, r
+    assert len({c[1] for c in calls[1:]}) == 1
+    assert calls[0][1] != calls[1][1]
+
+
+def test_same_seed_same_weights_after_steps():
+    def train():
+        m = _ssl_model([VAT(epsilon=2.0, xi=1e-2)], seed=5)
+        for i in range(3):
+            m.train_step(_batch(i))
+        return [v.numpy() for v in m.classifier.variables]
+    for a, b in zip(train(), train()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_upstream_schedule_and_adam_beta1_accumulator():
+    assert upstream_schedule(0, 1e-3, 120, 80, 0.9, 0.5) == (1e-3, 0.9)
+    assert upstream_schedule(79, 1e-3, 120, 80, 0.9, 0.5) == (1e-3, 0.9)
+    assert upstream_schedule(80, 1e-3, 120, 80, 0.9, 0.5) == (1e-3, 0.5)
+    lr, b1 = upstream_schedule(119, 1e-3, 120, 80, 0.9, 0.5)
+    assert b1 == 0.5 and abs(lr - 1e-3 / 40) < 1e-12
+    # Adam against TF1's update with a beta1 switch after two steps.
+    v = keras.Variable(np.array([1.0, -2.0], np.float32))
+    opt = UpstreamAdam(learning_rate=0.1, beta_1=0.9)
+    opt.build([v])
+    m = s = np.zeros(2)
+    p, b1p, x = 1.0, 1.0, v.numpy().astype(np.float64)
+    for t, beta1 in enumerate([0.9, 0.9, 0.5, 0.5], start=1):
+        opt.set_beta_1(beta1)
+        g = np.array([0.3, -0.7]) * t
+        opt.apply([tf.constant(g, tf.float32)], [v])
+        b1p *= beta1
+        m = beta1 * m + (1 - beta1) * g
+        s = 0.999 * s + 0.001 * g * g
+        lr_t = 0.1 * np.sqrt(1 - 0.999 ** t) / (1 - b1p)
+        x = x - lr_t * m / (np.sqrt(s) + 1e-8)
+    np.testing.assert_allclose(v.numpy(), x, rtol=1e-5)
+
+
+def test_short_real_training_run_learns_digits(tmp_path):
+    """A real dataset (sklearn digits, 100 labels): VAT reaches a low test error."""
+    from lvat_tf.config import make_config
+
+    cfg = make_config(dataset="digits", method="vat", num_epochs=4, epoch_decay_start=3,
+                      num_iter_per_epoch=150, eval_freq=2, log_dir=str(tmp_path / "run"))
+    res = run.train_and_evaluate(cfg, verbose=0)
+    saved = json.load(open(tmp_path / "run" / "results.json"))
+    for k in ("test_error", "test_accuracy", "method", "dataset", "num_labeled_examples",
+              "num_iterations", "seed", "config"):
+        assert k in saved
+    assert saved["num_iterations"] == 600 and saved["method"] == "vat"
+    assert res["test_error"] < 20.0, res["test_error"]  # chance is 90 %
+    # test.py on the finished run: same protocol, same seed => the same error.
+    p = run_script("test.py", f"--log_dir={tmp_path / 'run'}", "--eval_batch_size=100")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"test error: {res['test_error']:.2f} %" in p.stdout
+    assert os.path.isdir(tmp_path / "run" / "tb" / "train")
+    assert any(f.startswith("events") for f in os.listdir(tmp_path / "run" / "tb" / "train"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _NaNAfter:
+    """Test-only regulariser: a NaN loss from a given step on."""
+
+    step: int
+    name: str = "nan_loss"
+    needs_clean_grad: bool = False
+    model: list = dataclasses.field(default_factory=list)
+
+    def __call__(self, forward, x, clean_logits, seed):
+        it = tf.cast(self.model[0].optimizer.iterations, tf.float32)
+        bad = tf.where(it >= self.step, tf.constant(np.nan, tf.float32), 0.0)
+        return bad + 0.0 * tf.reduce_sum(forward(x)), {}
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    holder = []
+    methods.register(methods.MethodSpec("nan_test", lambda cfg: [_NaNAfter(7, model=holder)],
+                                        "test only"))
+    orig_init = SSLModel.__init__
+
+    def init(self, *a, **k):
+        orig_init(self, *a, **k)
+        holder.append(self)
+
+    monkeypatch.setattr(SSLModel, "__init__", init)
+    cfg = tiny_config(str(tmp_path / "nan"), method="nan_test", num_epochs=3)
+    with pytest.raises(run.TrainingDiverged, match="non-finite loss at step"):
+        run.train_and_evaluate(cfg, verbose=0)
+    ckpts = tf.train.get_checkpoint_state(str(tmp_path / "nan" / "checkpoints"))
+    assert ckpts.model_checkpoint_path.endswith("ckpt-1")
+    reader = tf.train.load_checkpoint(ckpts.model_checkpoint_path)
+    for name in reader.get_variable_to_shape_map():
+        val = reader.get_tensor(name)
+        if np.issubdtype(np.asarray(val).dtype, np.floating):
+            assert np.all(np.isfinite(val)), name
+    assert not os.path.exists(tmp_path / "nan" / "results.json")
+
+
+def _train_cmd(log_dir, epochs=4, steps=60):
+    return [sys.executable, os.path.join(ROOT, "run_scripts", "train.py"), "--dataset=synthetic",
+            "--model=tiny_cnn", "--method=vat", "--batch_size=8", "--ul_batch_size=16",
+            f"--num_epochs={epochs}", "--epoch_decay_start=2", f"--num_iter_per_epoch={steps}",
+            "--eval_freq=2", "--num_labeled_examples=20", "--epsilon=1.0", "--finetune_iter=2",
+            f"--log_dir={log_dir}"]
+
+
+def _ckpt_values(log_dir):
+    path = tf.train.latest_checkpoint(os.path.join(log_dir, "checkpoints"))
+    reader = tf.train.load_checkpoint(path)
+    return path, {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+                  if "save_counter" not in n}
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    p = subprocess.run(_train_cmd(full), env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    proc = subprocess.Popen(_train_cmd(cut), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(os.path.join(cut, "checkpoints", "ckpt-1.index")):
+            time.sleep(0.3)  # into epoch 2
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "run ended before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(cut, "results.json"))
+    p = subprocess.run(_train_cmd(cut), env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Resuming from" in p.stderr
+    path_a, a = _ckpt_values(full)
+    path_b, b = _ckpt_values(cut)
+    assert path_a.endswith("ckpt-4") and path_b.endswith("ckpt-4")
+    assert set(a) == set(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    ra = json.load(open(os.path.join(full, "results.json")))
+    rb = json.load(open(os.path.join(cut, "results.json")))
+    assert ra["test_error"] == rb["test_error"]
