@@ -91,7 +91,8 @@ def define_flags(script: str = "train") -> None:
     # --- optimisation (vat_tf train_semisup.py) ---
     d.DEFINE_integer("batch_size", U["batch_size"], "Labeled batch. [vat_tf]")
     d.DEFINE_integer("ul_batch_size", U["ul_batch_size"], "Unlabeled batch. [vat_tf]")
-    d.DEFINE_integer("eval_batch_size", None, "Evaluation batch. Default: 100 in train.py "
+    d.DEFINE_integer("eval_batch_size", None, "Evaluation batch. Default depends on the "
+                     "script: 100 in train.py "
                      "(vat_tf train_semisup.py), 500 in test.py (vat_tf test.py). [vat_tf]")
     d.DEFINE_integer("eval_freq", U["eval_freq"], "Evaluate every this many epochs. [vat_tf]")
     d.DEFINE_integer("num_epochs", U["num_epochs"], "Epochs. [vat_tf]")

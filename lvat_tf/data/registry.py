@@ -74,6 +74,15 @@ def get_spec(name: str) -> DatasetSpec:
     return _SPECS[name]
 
 
+def _to_arrays(ds):
+    """A finite (image, label) tf.data.Dataset -> two stacked numpy arrays."""
+    xs, ys = [], []
+    for x, y in ds.batch(4096).as_numpy_iterator():
+        xs.append(x)
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def _load_tfds(spec: DatasetSpec, data_dir: Optional[str], download: bool) -> Arrays:
     import tensorflow_datasets as tfds
 
@@ -87,9 +96,9 @@ def _load_tfds(spec: DatasetSpec, data_dir: Optional[str], download: bool) -> Ar
     logging.info("Loading %s through tensorflow-datasets (%s, data_dir=%s, download=%s)",
                  spec.name, spec.tfds_name, tfds_dir, download and not prepared)
     try:
-        splits = tfds.as_numpy(tfds.load(spec.tfds_name, split=["train", "test"],
-                                         batch_size=-1, as_supervised=True,
-                                         data_dir=tfds_dir, download=download))
+        loaded = tfds.load(spec.tfds_name, split=["train", "test"], as_supervised=True,
+                           data_dir=tfds_dir, download=download, shuffle_files=False)
+        splits = [_to_arrays(ds) for ds in loaded]
     except Exception as e:  # network errors, partial downloads, missing tfds dirs
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"--data_dir: no canonical {spec.name} files in {data_dir!r} "
