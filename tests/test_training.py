@@ -141,7 +141,7 @@ class _NaNAfter:
     needs_clean_grad: bool = False
     model: list = dataclasses.field(default_factory=list)
 
-    def __call__(self, forward, x, clean_logits, seed):
+    def __call__(self, forward, x, clean_logits, seed, no_record=None):
         it = tf.cast(self.model[0].optimizer.iterations, tf.float32)
         bad = tf.where(it >= self.step, tf.constant(np.nan, tf.float32), 0.0)
         return bad + 0.0 * tf.reduce_sum(forward(x)), {}
@@ -215,3 +215,24 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path):
     ra = json.load(open(os.path.join(full, "results.json")))
     rb = json.load(open(os.path.join(cut, "results.json")))
     assert ra["test_error"] == rb["test_error"]
+
+
+def test_reproduce_script_tabulates_a_recipe(tmp_path):
+    p = run_script("reproduce.py", "--recipe=digits100", "--variants=baseline,vat",
+                   "--num_epochs=1", "--epoch_decay_start=0", "--num_iter_per_epoch=30",
+                   f"--output_dir={tmp_path}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.load(open(tmp_path / "digits100" / "summary.json"))
+    assert [r["variant"] for r in summary["rows"]] == ["baseline", "vat"]
+    assert all(0 <= r["test_error"] <= 100 and r["num_iterations"] == 30
+               for r in summary["rows"])
+    assert "| vat | vat |" in p.stdout
+    p = run_script("reproduce.py", "--recipe=nope", f"--output_dir={tmp_path}")
+    assert p.returncode != 0 and "--recipe" in p.stderr
+
+
+def test_validation_mode_evaluates_on_the_validation_split(tmp_path):
+    cfg = tiny_config(str(tmp_path / "val"), validation=True, num_valid_examples=50,
+                      num_epochs=1, epoch_decay_start=0)
+    res = run.train_and_evaluate(cfg, verbose=0)
+    assert res["evaluated_on"] == "validation" and res["num_test_examples"] == 50

@@ -2,10 +2,15 @@
 
 A regulariser is an object with ``name``, ``needs_clean_grad`` (whether its
 loss is differentiated through the clean unlabeled pass) and
-``__call__(forward, x, clean_logits, seed) -> (loss, metrics)``, where
-``forward(x')`` runs the classifier on unlabeled-space inputs in upstream's
-"batch statistics, no update, shared dropout mask" mode.
+``__call__(forward, x, clean_logits, seed, no_record=...) -> (loss, metrics)``,
+where ``forward(x')`` runs the classifier on unlabeled-space inputs in
+upstream's "batch statistics, no update, shared dropout mask" mode and
+``no_record()`` is a context manager under which the training tape records
+nothing: the search for the adversarial direction runs there, since its
+result is a constant of the loss (upstream's stop_gradient), so recording it
+would only cost memory and time.
 """
+import contextlib
 import dataclasses
 
 import tensorflow as tf
@@ -49,10 +54,12 @@ class VAT:
     name: str = "vat_loss"
     needs_clean_grad: bool = False
 
-    def __call__(self, forward, x, clean_logits, seed):
+    def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
         d = tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
-        r = virtual_adversarial_perturbation(forward, x, clean_logits, d, self.epsilon, self.xi,
-                                             self.num_power_iterations, self.power_iteration)
+        with no_record():
+            r = virtual_adversarial_perturbation(forward, x, clean_logits, d, self.epsilon,
+                                                 self.xi, self.num_power_iterations,
+                                                 self.power_iteration)
         loss = vat_loss(forward, x, clean_logits, r)
         return loss, {self.name: loss}
 
@@ -64,7 +71,7 @@ class Entropy:
     name: str = "ent_loss"
     needs_clean_grad: bool = True
 
-    def __call__(self, forward, x, clean_logits, seed):
-        del forward, x, seed
+    def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
+        del forward, x, seed, no_record
         loss = entropy_from_logits(clean_logits)
         return loss, {self.name: loss}

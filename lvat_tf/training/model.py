@@ -9,6 +9,8 @@ One step (upstream's graph, in this order):
 All randomness of a step is keyed by (seed, optimizer.iterations), so a run
 resumed from a checkpoint replays the same dropout masks and directions.
 """
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -55,8 +57,16 @@ class SSLModel(keras.Model):
         return (fold_seed(base, _SALT_LABELED), fold_seed(base, _SALT_UNLABELED),
                 fold_seed(base, _SALT_REG))
 
-    def compute_losses(self, data):
-        """Returns (total, xe, labeled logits, {name: loss}); call under a tape."""
+    def compute_losses(self, data, tape=None):
+        """Returns (total, xe, labeled logits, {name: loss}).
+
+        Args:
+          data: the step's batch dict.
+          tape: the training tape, when called under one; the clean unlabeled
+            pass (when no regulariser differentiates through it) and the
+            direction searches then run with recording paused.
+        """
+        no_record = tape.stop_recording if tape is not None else contextlib.nullcontext
         seed_l, seed_u, seed_r = self.step_seeds()
         logits_l = self.classifier(data["x_l"], bn_mode="update", dropout_seed=seed_l)
         xe = cross_entropy(logits_l, data["y_l"])
@@ -68,10 +78,15 @@ class SSLModel(keras.Model):
             def forward(x):
                 return self.classifier(x, bn_mode="batch", dropout_seed=seed_u)
 
-            clean = forward(x_u)
+            if any(r.needs_clean_grad for r in self.regularizers):
+                clean = forward(x_u)
+            else:
+                with no_record():
+                    clean = forward(x_u)
             for i, reg in enumerate(self.regularizers):
                 loss, _ = reg(forward, x_u, clean if reg.needs_clean_grad
-                              else tf.stop_gradient(clean), fold_seed(seed_r, i))
+                              else tf.stop_gradient(clean), fold_seed(seed_r, i),
+                              no_record=no_record)
                 reg_losses[reg.name] = loss
                 total = total + loss
         return total, xe, logits_l, reg_losses
@@ -79,7 +94,7 @@ class SSLModel(keras.Model):
     def train_step(self, data):
         variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
-            total, xe, logits_l, reg_losses = self.compute_losses(data)
+            total, xe, logits_l, reg_losses = self.compute_losses(data, tape)
         grads = tape.gradient(total, variables)
         self.optimizer.apply(grads, variables)
         self._update_metrics(total, xe, logits_l, data["y_l"], reg_losses)

@@ -226,13 +226,18 @@ def train_and_evaluate(cfg, verbose="auto"):
 
 
 def final_evaluation(clf, data, cfg):
-    """test.py protocol: BN re-estimation, then the whole test set (moving statistics)."""
-    c0, n = evaluate_classifier(clf, data.x_test, data.y_test, cfg.eval_batch_size)
+    """test.py protocol: BN re-estimation, then the whole test set (moving statistics).
+
+    With ``--validation`` the "test set" is the validation set, as upstream
+    test.py reads ``test_val`` then; ``evaluated_on`` says which.
+    """
+    c0, n = evaluate_classifier(clf, data.x_eval, data.y_eval, cfg.eval_batch_size)
     finetune_bn(clf, data, cfg, cfg.seed)
-    c, n = evaluate_classifier(clf, data.x_test, data.y_test, cfg.eval_batch_size)
+    c, n = evaluate_classifier(clf, data.x_eval, data.y_eval, cfg.eval_batch_size)
     acc = c / n
     return {"test_accuracy": acc, "test_error": 100.0 * (1 - acc), "num_correct": c,
-            "num_test_examples": n, "test_error_before_bn_finetune": 100.0 * (1 - c0 / n)}
+            "num_test_examples": n, "test_error_before_bn_finetune": 100.0 * (1 - c0 / n),
+            "evaluated_on": "validation" if cfg.validation else "test"}
 
 
 def load_trained_classifier(log_dir, **overrides):

@@ -1,0 +1,80 @@
+"""Step-time measurement of the training step, per method, against a measured matmul peak.
+
+Used by ``run_scripts/benchmark.py``; timings never live in unit tests.
+"""
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lvat_tf.config import make_config
+from lvat_tf.data import registry as data_registry
+from lvat_tf.models import registry as model_registry
+from lvat_tf.regularizers import methods
+from lvat_tf.training.model import SSLModel
+from lvat_tf.training.optimizer import UpstreamAdam
+
+
+def matmul_peak_gflops(n=2048, repeats=10, dtype=tf.float32):
+    """Measured dense matmul rate (GFLOP/s) of this device, median of ``repeats``."""
+    a = tf.random.normal((n, n), dtype=dtype)
+    b = tf.random.normal((n, n), dtype=dtype)
+    mm = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    mm(a, b).numpy()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        mm(a, b).numpy()
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def step_flops(concrete_fn):
+    """FLOPs of one call of a concrete function (ops with registered FLOP stats)."""
+    from tensorflow.python.framework import convert_to_constants  # noqa: F401
+
+    graph = concrete_fn.graph
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    prof = tf.compat.v1.profiler.profile(graph=graph, options=opts)
+    return int(prof.total_float_ops) if prof is not None else 0
+
+
+def benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, steps=10, warmup=2,
+                     **overrides):
+    """Median ms per training step of one method on random data of the dataset's shape."""
+    spec = data_registry.get_spec(dataset)
+    cfg = make_config(dataset=dataset, model=model_name, method=method, batch_size=batch_size,
+                      ul_batch_size=ul_batch_size, **overrides)
+    keras.utils.set_random_seed(0)
+    clf = model_registry.build_from_config(cfg, spec.num_classes)
+    clf(tf.zeros((2,) + spec.image_shape), bn_mode="moving")
+    model = SSLModel(clf, methods.build_regularizers(cfg), seed=0)
+    model.compile(optimizer=UpstreamAdam(cfg.learning_rate))
+    model.optimizer.build(clf.trainable_variables)
+    rng = np.random.RandomState(0)
+    data = {"x_l": tf.constant(rng.uniform(-0.5, 0.5, (batch_size,) + spec.image_shape),
+                               tf.float32),
+            "y_l": tf.constant(rng.randint(0, spec.num_classes, batch_size)),
+            "x_u": tf.constant(rng.uniform(-0.5, 0.5, (ul_batch_size,) + spec.image_shape),
+                               tf.float32)}
+    step = tf.function(model.train_step)
+    concrete = step.get_concrete_function(data)
+    flops = step_flops(concrete)
+    for _ in range(warmup):
+        tf.nest.map_structure(lambda t: t.numpy(), step(data))
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy(), step(data))
+        times.append(time.perf_counter() - t)
+    ms = 1000 * statistics.median(times)
+    return {"method": method, "model": model_name, "dataset": dataset,
+            "batch_size": batch_size, "ul_batch_size": ul_batch_size,
+            "power_iteration": cfg.power_iteration, "ms_per_step": round(ms, 2),
+            "images_per_s": round((batch_size + (ul_batch_size if cfg.method != "baseline"
+                                                 else 0)) / (ms / 1000), 1),
+            "gflop_per_step": round(flops / 1e9, 2),
+            "achieved_gflops": round(flops / 1e9 / (ms / 1000), 1), "steps_timed": steps}

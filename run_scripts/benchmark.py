@@ -1,0 +1,67 @@
+"""Training-step speed per method: ms/step, images/s, ratios, FLOPs, achieved GFLOP/s.
+
+    python run_scripts/benchmark.py --model=mlp --dataset=mnist --output=bench.json
+    python run_scripts/benchmark.py --model=conv_large --dataset=cifar10 --steps=3
+
+Random data of the dataset's shape (no files needed); the median of --steps
+timed steps after --warmup untimed ones. Each row: method, model, batch_size,
+ul_batch_size, ms_per_step, images_per_s, ratio_to_baseline, ratio_to_vat,
+gflop_per_step, achieved_gflops, and the matmul peak measured in the same run.
+"""
+import json
+
+import _common  # noqa: F401
+from absl import app, flags
+
+flags.DEFINE_list("methods", ["baseline", "vat", "vatent", "vat_exact"],
+                  "Methods to time (vat_exact = vat with --power_iteration=exact).")
+flags.DEFINE_string("model", "mlp", "Classifier (--model of train.py).")
+flags.DEFINE_string("dataset", "mnist", "Dataset whose image shape is used.")
+flags.DEFINE_integer("batch_size", 32, "Labeled batch.")
+flags.DEFINE_integer("ul_batch_size", 128, "Unlabeled batch.")
+flags.DEFINE_integer("steps", 20, "Timed steps (median reported).")
+flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, allocation).")
+flags.DEFINE_string("output", None, "Write the rows as JSON here.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    from lvat_tf import benchmark
+    from lvat_tf.regularizers import methods as method_registry
+
+    rows = []
+    peak = benchmark.matmul_peak_gflops()
+    for m in FLAGS.methods:
+        method, extra = (m, {}) if m != "vat_exact" else ("vat", {"power_iteration": "exact"})
+        if method not in method_registry.names():
+            _common.fail(f"--methods: unknown method {m!r}; expected some of "
+                         + ",".join(method_registry.names() + ["vat_exact"]))
+        try:
+            row = benchmark.benchmark_method(method, FLAGS.model, FLAGS.dataset,
+                                             FLAGS.batch_size, FLAGS.ul_batch_size,
+                                             steps=FLAGS.steps, warmup=FLAGS.warmup, **extra)
+        except _common.user_errors() as e:
+            _common.fail(str(e))
+        row["method"] = m
+        row["matmul_peak_gflops"] = round(peak, 1)
+        rows.append(row)
+    ref = {r["method"]: r["ms_per_step"] for r in rows}
+    for r in rows:
+        r["ratio_to_baseline"] = round(r["ms_per_step"] / ref["baseline"], 2) \
+            if "baseline" in ref else None
+        r["ratio_to_vat"] = round(r["ms_per_step"] / ref["vat"], 2) if "vat" in ref else None
+    print(f"matmul peak (float32, measured): {peak:.1f} GFLOP/s")
+    print("| method | model | batch | ms/step | images/s | x baseline | x vat | GFLOP/step "
+          "| GFLOP/s |\n|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['model']} | {r['batch_size']}+{r['ul_batch_size']} | "
+              f"{r['ms_per_step']} | {r['images_per_s']} | {r['ratio_to_baseline']} | "
+              f"{r['ratio_to_vat']} | {r['gflop_per_step']} | {r['achieved_gflops']} |")
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,92 @@
+"""Run a recipe's methods on the same budget and tabulate test error and time.
+
+    python run_scripts/reproduce.py --recipe=mnist100 --output_dir=runs/reproduce
+    python run_scripts/reproduce.py --recipe=mnist100 --variants=vat,vat_exact --num_epochs=10
+
+Each variant is a full train.py run (resumable) in OUTPUT_DIR/<recipe>/<variant>;
+the table goes to stdout and OUTPUT_DIR/<recipe>/summary.{md,json}.
+"""
+import json
+import os
+import time
+
+import _common  # noqa: F401
+from absl import app, flags, logging
+
+flags.DEFINE_string("recipe", "mnist100", "Recipe name (lvat_tf/recipes.py).")
+flags.DEFINE_list("variants", None, "Subset of the recipe's variants (default: all).")
+flags.DEFINE_string("output_dir", "runs/reproduce", "Where the runs and the summary go.")
+flags.DEFINE_string("data_dir", None, "Data directory (default: ../shared/data/<dataset> when "
+                    "present, else the dataset's default).")
+flags.DEFINE_integer("num_epochs", None, "Override the recipe's epochs.")
+flags.DEFINE_integer("epoch_decay_start", None, "Override the recipe's decay start.")
+flags.DEFINE_integer("num_iter_per_epoch", None, "Override the recipe's updates per epoch.")
+flags.DEFINE_integer("seed", None, "Override the recipe's seed.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    from lvat_tf.config import make_config
+    from lvat_tf.recipes import RECIPES
+    from lvat_tf.training import run
+
+    if FLAGS.recipe not in RECIPES:
+        _common.fail(f"--recipe: unknown recipe {FLAGS.recipe!r}; expected one of "
+                     + "|".join(sorted(RECIPES)))
+    recipe = RECIPES[FLAGS.recipe]
+    names = [n for n, _ in recipe.variants]
+    chosen = FLAGS.variants or names
+    unknown = [v for v in chosen if v not in names]
+    if unknown:
+        _common.fail(f"--variants: unknown variant {unknown[0]!r}; expected some of "
+                     + ",".join(names))
+    base = dict(recipe.base)
+    for k in ("num_epochs", "epoch_decay_start", "num_iter_per_epoch", "seed"):
+        if FLAGS[k].value is not None:
+            base[k] = FLAGS[k].value
+    shared = os.path.join(os.path.dirname(_common._ROOT), "shared", "data", base["dataset"])
+    if FLAGS.data_dir:
+        base["data_dir"] = FLAGS.data_dir
+    elif os.path.isdir(shared):
+        base["data_dir"] = shared
+    out_dir = os.path.join(FLAGS.output_dir, recipe.name)
+    rows = []
+    for name, overrides in recipe.variants:
+        if name not in chosen:
+            continue
+        values = dict(base, **overrides, log_dir=os.path.join(out_dir, name))
+        try:
+            cfg = make_config(**values)
+            wall, cpu = time.time(), time.process_time()
+            res = run.train_and_evaluate(cfg, verbose=0)
+        except _common.user_errors() as e:
+            _common.fail(f"{name}: {e}")
+        wall, cpu = time.time() - wall, time.process_time() - cpu
+        fit_s = res["train_seconds_this_session"]
+        rows.append({"variant": name, "method": cfg.method,
+                     "power_iteration": cfg.power_iteration, "epsilon": cfg.epsilon,
+                     "test_error": round(res["test_error"], 2),
+                     "num_iterations": res["num_iterations"], "wall_minutes": round(wall / 60, 2),
+                     "cpu_minutes": round(cpu / 60, 2),
+                     "ms_per_step": round(1000 * fit_s / max(1, cfg.num_iterations), 1)})
+        logging.info("%s: %s", name, rows[-1])
+    header = ("| variant | method | power iteration | epsilon | test error % | updates | "
+              "wall min | CPU min | ms/step* |\n|---|---|---|---|---|---|---|---|---|\n")
+    lines = "".join(f"| {r['variant']} | {r['method']} | {r['power_iteration']} | "
+                    f"{r['epsilon']} | {r['test_error']:.2f} | {r['num_iterations']} | "
+                    f"{r['wall_minutes']} | {r['cpu_minutes']} | {r['ms_per_step']} |\n"
+                    for r in rows)
+    table = (f"{recipe.description}\n\n" + header + lines +
+             "\n*ms/step = fit wall time (incl. periodic evaluation) / updates; CPU min counts "
+             "all threads.\n")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump({"recipe": recipe.name, "base": base, "rows": rows}, f, indent=2)
+    print(table)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,24 @@
+"""benchmark.py produces well-formed rows (timings are reported, never asserted)."""
+import json
+
+from conftest import run_script
+
+
+def test_benchmark_script_rows(tmp_path):
+    out = tmp_path / "bench.json"
+    p = run_script("benchmark.py", "--model=tiny_mlp", "--dataset=digits", "--batch_size=8",
+                   "--ul_batch_size=16", "--steps=2", "--warmup=1",
+                   "--methods=baseline,vat,vat_exact", f"--output={out}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = json.load(open(out))
+    assert [r["method"] for r in rows] == ["baseline", "vat", "vat_exact"]
+    for r in rows:
+        for k in ("method", "model", "batch_size", "ul_batch_size", "ms_per_step",
+                  "images_per_s", "ratio_to_vat", "ratio_to_baseline", "gflop_per_step"):
+            assert k in r
+        assert r["ms_per_step"] > 0
+    assert rows[1]["ratio_to_vat"] == 1.0
+    # A VAT step does strictly more arithmetic than a baseline step.
+    assert rows[1]["gflop_per_step"] >= rows[0]["gflop_per_step"]
+    p = run_script("benchmark.py", "--methods=foo", "--model=tiny_mlp", "--dataset=digits")
+    assert p.returncode != 0 and "--methods" in p.stderr
