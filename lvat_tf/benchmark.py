@@ -33,8 +33,6 @@ def matmul_peak_gflops(n=2048, repeats=10, dtype=tf.float32):
 
 def step_flops(concrete_fn):
     """FLOPs of one call of a concrete function (ops with registered FLOP stats)."""
-    from tensorflow.python.framework import convert_to_constants  # noqa: F401
-
     graph = concrete_fn.graph
     opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     opts["output"] = "none"

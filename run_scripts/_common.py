@@ -11,9 +11,10 @@ def user_errors():
     """The exception types that end a script with a one-line message, exit 1."""
     from lvat_tf.config import ConfigError
     from lvat_tf.data import DataError
+    from lvat_tf.generative.model_dir import GenerativeModelError
     from lvat_tf.training.run import RunDirError, TrainingDiverged
 
-    return (ConfigError, DataError, RunDirError, TrainingDiverged)
+    return (ConfigError, DataError, RunDirError, TrainingDiverged, GenerativeModelError)
 
 
 def fail(message: str) -> None:

@@ -65,13 +65,16 @@ def load_ssl_data(cfg, preprocessor: Optional[Preprocessor] = None) -> SSLData:
         when None it is fitted on the training images (ZCA for CIFAR-10).
     """
     spec = registry.get_spec(cfg.dataset)
-    x_tr, y_tr, x_te, y_te = registry.load_arrays(spec, cfg.data_dir,
-                                                  getattr(cfg, "tfds_download", True))
+    x_tr, y_tr, x_te, y_te = registry.load_arrays(spec, cfg.data_dir, cfg.tfds_download)
     split = make_split(y_tr, cfg.num_labeled_examples, spec.num_classes, spec.label_scheme,
                        spec.validation_scheme, cfg.dataset_seed, cfg.validation,
                        cfg.num_valid_examples)
     if preprocessor is None:
-        preprocessor = Preprocessor.fit(x_tr, spec.zca)
+        from lvat_tf.regularizers import methods
+
+        method = methods.get_method(cfg.method)
+        pad = 32 if method.generative and max(spec.image_shape[:2]) < 32 else None
+        preprocessor = Preprocessor.fit(x_tr, spec.zca, method.input_scaling, pad)
     x_all = preprocessor(x_tr)
     x_test = preprocessor(x_te)
     if cfg.validation:

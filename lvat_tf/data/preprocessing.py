@@ -49,40 +49,76 @@ def apply_zca(x: np.ndarray, mean: np.ndarray, w: np.ndarray, chunk: int = 5000)
     return out
 
 
-class Preprocessor:
-    """The run's input transform: uint8 images -> model input space."""
+SCALINGS = ("vat", "unit")
 
-    def __init__(self, zca_mean=None, zca_w=None):
+
+def pad_images(x: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pads (N, H, W, C) images symmetrically to (N, size, size, C)."""
+    h, w = x.shape[1:3]
+    if h > size or w > size:
+        raise ValueError(f"images of {h}x{w} are larger than the padded size {size}")
+    top, left = (size - h) // 2, (size - w) // 2
+    return np.pad(x, ((0, 0), (top, size - h - top), (left, size - w - left), (0, 0)))
+
+
+class Preprocessor:
+    """The run's input transform: uint8 images -> model input space.
+
+    Args:
+      scaling: ``vat`` = (x - 127.5) / 255 (vat_tf), ``unit`` = x / 255 (LVAT:
+        its generative models need [0, 1]).
+      pad_to: zero-pad (black) images to this square size first (LVAT's VAE
+        and Glow are built for 32x32; MNIST's 28x28 gets 2 px per side).
+      zca_mean, zca_w: the fitted ZCA (CIFAR-10 with vat scaling), or None.
+    """
+
+    def __init__(self, zca_mean=None, zca_w=None, scaling="vat", pad_to=None):
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
         self.zca_mean, self.zca_w = zca_mean, zca_w
+        self.scaling, self.pad_to = scaling, pad_to
 
     @property
     def uses_zca(self):
         return self.zca_mean is not None
 
+    def _scale(self, x_uint8):
+        if self.pad_to:
+            x_uint8 = pad_images(np.asarray(x_uint8), self.pad_to)
+        if self.scaling == "unit":
+            return (np.asarray(x_uint8, np.float32) / 255.0).astype(np.float32)
+        return scale(x_uint8)
+
     def __call__(self, x_uint8: np.ndarray) -> np.ndarray:
-        x = scale(x_uint8)
+        x = self._scale(x_uint8)
         return apply_zca(x, self.zca_mean, self.zca_w) if self.uses_zca else x
 
     @classmethod
-    def fit(cls, x_train_uint8: np.ndarray, zca: bool) -> "Preprocessor":
-        if not zca:
-            return cls()
-        return cls(*fit_zca(scale(x_train_uint8)))
+    def fit(cls, x_train_uint8: np.ndarray, zca: bool, scaling: str = "vat",
+            pad_to=None) -> "Preprocessor":
+        """ZCA is part of vat_tf's CIFAR-10 preprocessing only (LVAT: none)."""
+        p = cls(scaling=scaling, pad_to=pad_to)
+        if zca and scaling == "vat":
+            p.zca_mean, p.zca_w = fit_zca(p._scale(x_train_uint8))
+        return p
+
+    def describe(self) -> dict:
+        return {"scaling": self.scaling, "pad_to": self.pad_to, "zca": self.uses_zca}
 
     def save(self, path: str) -> None:
         tmp = path + ".tmp.npz"
-        if self.uses_zca:
-            np.savez(tmp, kind="zca", zca_mean=self.zca_mean, zca_w=self.zca_w)
-        else:
-            np.savez(tmp, kind="scale")
+        extra = {"zca_mean": self.zca_mean, "zca_w": self.zca_w} if self.uses_zca else {}
+        np.savez(tmp, kind="zca" if self.uses_zca else "scale", scaling=self.scaling,
+                 pad_to=self.pad_to or 0, **extra)
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str) -> "Preprocessor":
         try:
             with np.load(path) as f:
-                if str(f["kind"]) == "zca":
-                    return cls(f["zca_mean"], f["zca_w"])
-                return cls()
+                scaling = str(f["scaling"]) if "scaling" in f.files else "vat"
+                pad_to = int(f["pad_to"]) if "pad_to" in f.files else 0
+                zca = (f["zca_mean"], f["zca_w"]) if str(f["kind"]) == "zca" else (None, None)
+                return cls(*zca, scaling=scaling, pad_to=pad_to or None)
         except (OSError, KeyError, ValueError) as e:
             raise DataError(f"{path}: cannot read the run's preprocessing state ({e})") from None

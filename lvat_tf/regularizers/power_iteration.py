@@ -36,7 +36,7 @@ def _restore(parts, was_list):
 
 def power_iteration(forward: Callable[[Tensors], tf.Tensor], clean_logits: tf.Tensor,
                     d_init: Tensors, xi: float = 1e-6, num_iterations: int = 1,
-                    mode: str = "finite_difference") -> Tensors:
+                    mode: str = "finite_difference", first_order: bool = False) -> Tensors:
     """Runs the power iteration and returns the unnormalised direction.
 
     Args:
@@ -47,6 +47,12 @@ def power_iteration(forward: Callable[[Tensors], tf.Tensor], clean_logits: tf.Te
       xi: finite-difference scale (``finite_difference`` only).
       num_iterations: power-iteration steps (upstream ``num_power_iterations``).
       mode: ``finite_difference`` or ``exact``.
+      first_order: ``exact`` only. When the clean reference is not the
+        unperturbed output (LVAT: p(y|x) vs p(y|Dec(Enc(x)))), the KL has a
+        non-zero gradient at r = 0 and upstream's finite difference returns
+        grad(0) + xi*H*d; with ``first_order`` the exact mode returns that
+        same quantity without rounding. For VAT grad(0) is zero in exact
+        arithmetic and only rounding noise in float32, so it is left out.
 
     Returns:
       The final gradient / Hessian-vector product, same structure as
@@ -72,6 +78,8 @@ def power_iteration(forward: Callable[[Tensors], tf.Tensor], clean_logits: tf.Te
                     dist = kl_divergence_with_logits(clean, forward(_restore(zeros, was_list)))
                 grads = tape.gradient(dist, zeros)
             hvps = acc.jvp(grads, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            if first_order:
+                hvps = [g + xi * h for g, h in zip(grads, hvps)]
             parts = [tf.stop_gradient(h) for h in hvps]
     return _restore(parts, was_list)
 

@@ -104,6 +104,32 @@ def _write_json_atomic(path, obj):
     os.replace(tmp, path)
 
 
+def generative_model_for(cfg, data):
+    """The frozen generative model of an LVAT run, trained first when none is given.
+
+    Without ``--generative_model_dir`` a VAE is trained into LOG_DIR/generative
+    (``vae_num_epochs`` epochs; logged) and reused when the run resumes. A
+    directory trained on another dataset, image shape or preprocessing is
+    refused.
+    """
+    from lvat_tf.generative import model_dir as model_dir_lib
+    from lvat_tf.generative.train_vae import VAEConfig, train_vae
+
+    kind = methods.get_method(cfg.method).generative
+    gen_dir = cfg.generative_model_dir or os.path.join(cfg.log_dir, "generative")
+    if not cfg.generative_model_dir and not os.path.isfile(
+            os.path.join(gen_dir, model_dir_lib.META)):
+        logging.info("No --generative_model_dir: training a %s for %d epochs into %s", kind,
+                     cfg.vae_num_epochs, gen_dir)
+        train_vae(VAEConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, model_dir=gen_dir,
+                            num_epochs=cfg.vae_num_epochs, seed=cfg.seed,
+                            aug_trans=cfg.aug_trans, tfds_download=cfg.tfds_download))
+    model, _ = model_dir_lib.load(gen_dir, expect={
+        "kind": kind, "dataset": cfg.dataset, "image_shape": list(data.image_shape),
+        "preprocessing": data.preprocessor.describe()})
+    return model
+
+
 def finetune_bn(classifier, data, cfg, seed):
     """vat_tf test.py BN re-estimation: ``finetune_iter`` labeled batches in update mode.
 
@@ -163,7 +189,8 @@ def train_and_evaluate(cfg, verbose="auto"):
     config_lib.save_config(cfg, cfg.log_dir)
 
     spec = methods.get_method(cfg.method)
-    regs = methods.build_regularizers(cfg)
+    generative = generative_model_for(cfg, data) if spec.generative else None
+    regs = methods.build_regularizers(cfg, generative)
     if cfg.power_iteration == "finite_difference" and regs and cfg.method in ("vat", "vatent"):
         msg = xi_resolution_warning(cfg.xi, data.image_shape, data.input_abs_max)
         if msg:

@@ -65,16 +65,49 @@ def convnet_assignments(model: ConvNet):
 
 def load_convnet_weights(model: ConvNet, weights: Mapping[str, np.ndarray]) -> None:
     """Assigns upstream-named arrays to a built ConvNet; strict both ways."""
-    pairs = convnet_assignments(model)
+    assign_strict(convnet_assignments(model), weights, "classifier")
+
+
+# ---------------------------------------------------------------------------
+# LVAT VAE (scope_vae)
+# ---------------------------------------------------------------------------
+_KERAS_BN = {"gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean",
+             "moving_variance": "moving_variance"}
+
+
+def vae_weights(arrays: Mapping[str, np.ndarray], prefix: str = "") -> Dict[str, np.ndarray]:
+    """The ``scope_vae/...`` variables of a mapping, keyed without the scope."""
+    head = prefix + "scope_vae/"
+    return {k[len(head):]: np.asarray(v) for k, v in arrays.items() if k.startswith(head)}
+
+
+def vae_assignments(vae):
+    """(upstream name, Keras variable) pairs of the LVAT VAE."""
+    pairs = []
+    for i, (conv, bn) in enumerate(zip(vae.e_convs, vae.e_bns), start=1):
+        pairs += [(f"e_{i}_1/W", conv.kernel), (f"e_{i}_1/b", conv.bias)]
+        pairs += [(f"e_{i}/{up}", getattr(bn, attr)) for up, attr in _KERAS_BN.items()]
+    for dense in (vae.top_of_encoder, vae.top_of_decoder):
+        pairs += [(f"{dense.name}/weights", dense.kernel), (f"{dense.name}/biases", dense.bias)]
+    for i, (conv, bn) in enumerate(zip(vae.d_convs, vae.d_bns), start=1):
+        pairs += [(f"d_{i}_{i}/W", conv.kernel), (f"d_{i}_{i}/b", conv.bias)]
+        pairs += [(f"d_{i}/{up}", getattr(bn, attr)) for up, attr in _KERAS_BN.items()]
+    n = len(vae.d_convs) + 1
+    pairs += [(f"d_{n}_{n}/W", vae.d_out.kernel), (f"d_{n}_{n}/b", vae.d_out.bias)]
+    return pairs
+
+
+def assign_strict(pairs, weights: Mapping[str, np.ndarray], what: str) -> None:
+    """Assigns name->array to (name, variable) pairs; missing/unknown/mis-shaped is an error."""
     expected = {n for n, _ in pairs}
     missing = sorted(expected - set(weights))
     unknown = sorted(set(weights) - expected)
     if missing or unknown:
-        raise UpstreamWeightsError(f"classifier weights do not match Conv-Large: missing "
-                                   f"{missing[:5]}, unknown {unknown[:5]}")
+        raise UpstreamWeightsError(f"{what} weights do not match: missing {missing[:5]}, "
+                                   f"unknown {unknown[:5]}")
     for name, var in pairs:
         val = weights[name]
         if tuple(val.shape) != tuple(var.shape):
-            raise UpstreamWeightsError(f"{name}: shape {tuple(val.shape)} does not fit "
+            raise UpstreamWeightsError(f"{what} {name}: shape {tuple(val.shape)} does not fit "
                                        f"{tuple(var.shape)}")
-        var.assign(val.astype(np.float32))
+        var.assign(np.asarray(val, np.float32))

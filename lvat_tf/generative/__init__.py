@@ -1,0 +1,1 @@
+"""Generative models whose latent space LVAT perturbs: the VAE (and, later, Glow)."""

@@ -1,0 +1,70 @@
+"""Saved generative-model directories: weights + a JSON record of what they were trained on.
+
+Layout of ``--generative_model_dir``::
+
+    generative.json   kind, dataset, image_shape, preprocessing, architecture, training
+    model.weights.h5  Keras weights
+
+LVAT refuses a directory whose dataset, image shape or preprocessing differs
+from the classifier run's.
+"""
+import json
+import os
+
+import tensorflow as tf
+
+from lvat_tf.generative.vae import VAE
+
+META = "generative.json"
+WEIGHTS = "model.weights.h5"
+
+
+class GenerativeModelError(ValueError):
+    """A missing, broken or mismatched generative-model directory (one line)."""
+
+
+def build(kind: str, arch: dict, channels: int):
+    if kind == "vae":
+        return VAE(latent_dim=arch["latent_dim"], channels=channels, widths=arch["widths"])
+    raise GenerativeModelError(f"--generative_model_dir: unknown generative model kind {kind!r}")
+
+
+def save(model_dir: str, model, meta: dict) -> None:
+    """Writes weights then metadata, each atomically (a crash leaves the old pair)."""
+    os.makedirs(model_dir, exist_ok=True)
+    tmp = os.path.join(model_dir, "tmp." + WEIGHTS)
+    model.save_weights(tmp)
+    os.replace(tmp, os.path.join(model_dir, WEIGHTS))
+    with open(os.path.join(model_dir, META + ".tmp"), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+    os.replace(os.path.join(model_dir, META + ".tmp"), os.path.join(model_dir, META))
+
+
+def load(model_dir: str, expect: dict = None):
+    """Loads (model, meta); ``expect`` keys (dataset, image_shape, preprocessing) must match."""
+    if os.path.islink(model_dir.rstrip("/")):
+        raise GenerativeModelError(f"--generative_model_dir: {model_dir} is a symbolic link; "
+                                   "give the real directory")
+    meta_path = os.path.join(model_dir, META)
+    if not os.path.isfile(meta_path) or not os.path.isfile(os.path.join(model_dir, WEIGHTS)):
+        raise GenerativeModelError(f"--generative_model_dir: {model_dir} holds no {META} and "
+                                   f"{WEIGHTS} (train one with run_scripts/train_vae.py)")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    for key, want in (expect or {}).items():
+        got = meta.get(key)
+        if isinstance(want, (tuple, list)):
+            got, want = list(got or []), list(want)
+        if got != want:
+            raise GenerativeModelError(f"--generative_model_dir: {model_dir} was trained with "
+                                       f"{key}={got!r}, this run needs {want!r}")
+    shape = tuple(meta["image_shape"])
+    model = build(meta["kind"], meta["architecture"], shape[-1])
+    model(tf.zeros((1,) + shape))
+    try:
+        model.load_weights(os.path.join(model_dir, WEIGHTS))
+    except Exception as e:  # h5py / shape errors
+        raise GenerativeModelError(f"--generative_model_dir: {model_dir}: cannot load weights "
+                                   f"({str(e).splitlines()[0]})") from None
+    model.trainable = False
+    return model, meta

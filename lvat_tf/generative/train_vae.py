@@ -1,0 +1,129 @@
+"""Training the LVAT VAE (geosada/LVAT ``vae/build_AE.py``).
+
+Loss per batch: Bernoulli reconstruction summed over pixels (decoder applied
+to a posterior *sample*, BN in training mode) + 0.1 * max(0, KL), with
+KL = 0.5 * sum(mu^2 + sigma^2 - 2 log sigma) - latent/2, both batch means.
+Adam(lr, beta1 = 0.5); every gradient tensor clipped to norm 5; lr x 0.97
+every 2 epochs after epoch 2. Upstream trains on the labeled tfrecord of its
+scripts (all SVHN training images as committed); we train on the whole
+training set of the dataset (labels unused), with optional pad-2 translation.
+"""
+import dataclasses
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from lvat_tf.data import pipeline, registry
+from lvat_tf.data.preprocessing import Preprocessor
+from lvat_tf.generative import model_dir as model_dir_lib
+from lvat_tf.generative.vae import VAE
+
+KL_WEIGHT = 0.1
+CLIP_NORM = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    """Attributes mirror LVAT's vae/config.py constants (flags in train_vae.py)."""
+
+    dataset: str = "svhn"
+    data_dir: str = None
+    model_dir: str = ""
+    num_epochs: int = 300
+    batch_size: int = 32
+    learning_rate: float = 2e-4
+    latent_dim: int = 128
+    widths: tuple = (128, 256, 512)
+    aug_trans: bool = True
+    seed: int = 1
+    max_iter_per_epoch: int = 0  # 0 = a full pass (N / batch); >0 caps it (scaled runs)
+    tfds_download: bool = True
+
+
+def vae_losses(vae, x, seed):
+    """(total, reconstruction, kl) for a batch x (B, 32, 32, C) in [0, 1]."""
+    mu, logsigma = vae.encode(x, training=True)
+    eps = tf.random.stateless_truncated_normal(tf.shape(mu), seed=seed)
+    z = mu + tf.exp(logsigma) * eps
+    xr = vae.decode(z, training=True)
+    rec = -tf.reduce_mean(tf.reduce_sum(x * tf.math.log(xr + 1e-8)
+                                        + (1 - x) * tf.math.log(1 - xr + 1e-8), axis=[1, 2, 3]))
+    kl = 0.5 * tf.reduce_sum(tf.square(mu) + tf.exp(2 * logsigma) - 2 * logsigma, axis=1) \
+        - 0.5 * vae.latent_dim
+    kl = tf.reduce_mean(tf.maximum(0.0, kl))
+    return rec + KL_WEIGHT * kl, rec, kl
+
+
+def lr_at_epoch(epoch: int, lr0: float) -> float:
+    """Upstream: after epoch 2, x0.97 every 2 epochs (epochs 4, 6, 8, ...; 1-based)."""
+    e = epoch + 1
+    return lr0 * 0.97 ** max(0, (e - 2) // 2) if e > 2 else lr0
+
+
+def train_vae(cfg: VAEConfig, verbose: bool = True):
+    """Trains a VAE on the dataset's training images and saves it to cfg.model_dir."""
+    keras.utils.set_random_seed(cfg.seed)
+    spec = registry.get_spec(cfg.dataset)
+    x_tr, _, x_te, _ = registry.load_arrays(spec, cfg.data_dir, cfg.tfds_download)
+    pad = 32 if max(spec.image_shape[:2]) < 32 else None
+    prep = Preprocessor(scaling="unit", pad_to=pad)
+    x_all, x_test = prep(x_tr), prep(x_te[:1000])
+    shape = x_all.shape[1:]
+    vae = VAE(cfg.latent_dim, shape[-1], cfg.widths)
+    vae(tf.zeros((1,) + shape))
+    opt = keras.optimizers.Adam(cfg.learning_rate, beta_1=0.5)
+    opt.build(vae.trainable_variables)
+    xt = tf.constant(x_all)
+    base = pipeline.stream_seed(cfg.seed, 21)
+    n, b = len(x_all), cfg.batch_size
+    steps = n // b if not cfg.max_iter_per_epoch else min(n // b, cfg.max_iter_per_epoch)
+
+    @tf.function
+    def step(t):
+        idx = pipeline.shuffled_indices(t * b + tf.range(b, dtype=tf.int64), n, base)
+        x = pipeline.augment(tf.gather(xt, idx), tf.random.experimental.stateless_fold_in(
+            base, t), cfg.aug_trans, False)
+        with tf.GradientTape() as tape:
+            loss, rec, kl = vae_losses(vae, x, tf.random.experimental.stateless_fold_in(
+                base, t + (1 << 40)))
+        grads = tape.gradient(loss, vae.trainable_variables)
+        grads = [tf.clip_by_norm(g, CLIP_NORM) for g in grads]
+        opt.apply(grads, vae.trainable_variables)
+        return loss, rec, kl
+
+    @tf.function
+    def test_rec(x):
+        mu, _ = vae.encode(x)
+        xr = vae.decode(mu)
+        return -tf.reduce_mean(tf.reduce_sum(x * tf.math.log(xr + 1e-8) + (1 - x) *
+                                             tf.math.log(1 - xr + 1e-8), axis=[1, 2, 3]))
+
+    history, t0, t = [], time.time(), 0
+    for epoch in range(cfg.num_epochs):
+        opt.learning_rate.assign(lr_at_epoch(epoch, cfg.learning_rate))
+        sums = np.zeros(3)
+        for _ in range(steps):
+            sums += np.array([float(v) for v in step(tf.constant(t, tf.int64))])
+            t += 1
+        loss, rec, kl = sums / steps
+        if not all(math.isfinite(v) for v in (loss, rec, kl)):
+            raise model_dir_lib.GenerativeModelError(
+                f"VAE training diverged at epoch {epoch + 1} (loss {loss}); nothing saved")
+        test = float(np.mean([float(test_rec(x_test[i:i + 100]))
+                              for i in range(0, len(x_test), 100)]))
+        history.append({"epoch": epoch + 1, "loss": loss, "rec": rec, "kl": kl,
+                        "test_rec": test})
+        if verbose:
+            logging.info("VAE epoch %d: loss %.2f rec %.2f kl %.2f test-rec %.2f", epoch + 1,
+                         loss, rec, kl, test)
+    meta = {"kind": "vae", "dataset": cfg.dataset, "image_shape": list(shape),
+            "preprocessing": prep.describe(),
+            "architecture": {"latent_dim": cfg.latent_dim, "widths": list(cfg.widths)},
+            "training": dict(dataclasses.asdict(cfg), seconds=round(time.time() - t0, 1),
+                             steps=t, history=history)}
+    model_dir_lib.save(cfg.model_dir, vae, meta)
+    return vae, meta

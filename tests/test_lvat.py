@@ -1,0 +1,147 @@
+"""LVAT-VAE: latent perturbation norms, frozen generative weights, model directories, runs."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import run_script, tiny_config
+from lvat_tf.generative import model_dir
+from lvat_tf.generative.vae import VAE
+from lvat_tf.losses import per_sample_l2
+from lvat_tf.models import registry
+from lvat_tf.regularizers.lvat import LVATVAE, lvat_vae_perturbation
+from lvat_tf.training import run
+from lvat_tf.training.model import SSLModel
+from lvat_tf.training.optimizer import UpstreamAdam
+
+
+def _tiny_vae(channels=3):
+    keras.utils.set_random_seed(0)
+    vae = VAE(latent_dim=8, channels=channels, widths=(8, 16, 32))
+    vae(tf.zeros((1, 32, 32, channels)))
+    vae.trainable = False
+    return vae
+
+
+def test_latent_perturbation_has_norm_epsilon_in_both_modes():
+    vae = _tiny_vae()
+    clf = registry.build("tiny_cnn", keep_prob_hidden=1.0)
+    x = tf.random.uniform((5, 32, 32, 3))
+    fwd = lambda v: clf(v, bn_mode="batch")  # noqa: E731
+    for mode in ("finite_difference", "exact"):
+        z, r = lvat_vae_perturbation(fwd, vae, x, fwd(x), tf.random.normal((5, 8)), 1.5,
+                                     xi=1e-6, mode=mode)
+        assert z.shape == (5, 8)
+        np.testing.assert_allclose(per_sample_l2(r).numpy(), 1.5, rtol=1e-5)
+
+
+def test_exact_first_order_direction_matches_finite_difference():
+    """LVAT's KL is first order at r = 0 (reconstruction error): FD is stable there."""
+    vae = _tiny_vae()
+    keras.utils.set_random_seed(1)
+    clf = registry.build("tiny_cnn", keep_prob_hidden=1.0)
+    x = tf.random.uniform((4, 32, 32, 3))
+    fwd = lambda v: clf(v, bn_mode="batch")  # noqa: E731
+    d = tf.random.normal((4, 8))
+    _, r_fd = lvat_vae_perturbation(fwd, vae, x, fwd(x), d, 1.0, xi=1e-6)
+    _, r_ex = lvat_vae_perturbation(fwd, vae, x, fwd(x), d, 1.0, xi=1e-6, mode="exact")
+    cos = np.sum(r_fd.numpy() * r_ex.numpy(), 1) / 1.0
+    assert cos.min() > 0.999, cos
+
+
+def test_train_step_leaves_generative_weights_and_classifier_bn_alone():
+    vae = _tiny_vae()
+    before_vae = [v.numpy().copy() for v in vae.variables]
+    keras.utils.set_random_seed(2)
+    clf = registry.build("tiny_cnn", keep_prob_hidden=0.5)
+    clf(tf.zeros((1, 32, 32, 3)))
+    model = SSLModel(clf, [LVATVAE(vae, epsilon=1.0)], seed=0)
+    model.compile(optimizer=UpstreamAdam(1e-3))
+    model.optimizer.build(clf.trainable_variables)
+    rng = np.random.RandomState(0)
+    data = {"x_l": tf.constant(rng.uniform(size=(8, 32, 32, 3)), tf.float32),
+            "y_l": tf.constant(rng.randint(0, 10, 8)),
+            "x_u": tf.constant(rng.uniform(size=(16, 32, 32, 3)), tf.float32)}
+    model.train_step(data)
+    for a, b in zip(before_vae, vae.variables):
+        np.testing.assert_array_equal(a, b.numpy())
+    # Only the labeled pass moves the classifier's BN statistics: the same
+    # step without the regulariser gives the same statistics.
+    keras.utils.set_random_seed(2)
+    clf2 = registry.build("tiny_cnn", keep_prob_hidden=0.5)
+    clf2(tf.zeros((1, 32, 32, 3)))
+    base = SSLModel(clf2, [], seed=0)
+    base.compile(optimizer=UpstreamAdam(1e-3))
+    base.optimizer.build(clf2.trainable_variables)
+    base.train_step(data)
+    for a, b in zip(clf.non_trainable_variables, clf2.non_trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+    # No gradient path from the loss to any generative variable.
+    with tf.GradientTape() as tape:
+        total, _, _, losses = model.compute_losses(data, tape)
+    assert "lvat_loss" in losses and float(losses["lvat_loss"]) >= 0
+    assert all(g is None for g in tape.gradient(total, vae.variables))
+
+
+def _save_tiny(path, dataset="synthetic", shape=(32, 32, 3)):
+    vae = _tiny_vae(shape[-1])
+    model_dir.save(str(path), vae, {
+        "kind": "vae", "dataset": dataset, "image_shape": list(shape),
+        "preprocessing": {"scaling": "unit", "pad_to": 32, "zca": False},
+        "architecture": {"latent_dim": 8, "widths": [8, 16, 32]}})
+    return vae
+
+
+def test_model_dir_roundtrip_and_mismatch_refused(tmp_path):
+    vae = _save_tiny(tmp_path / "g")
+    loaded, meta = model_dir.load(str(tmp_path / "g"), expect={"dataset": "synthetic"})
+    x = tf.random.uniform((2, 32, 32, 3))
+    np.testing.assert_allclose(loaded(x).numpy(), vae(x).numpy(), rtol=1e-6)
+    assert not loaded.trainable
+    with pytest.raises(model_dir.GenerativeModelError, match="dataset='synthetic'"):
+        model_dir.load(str(tmp_path / "g"), expect={"dataset": "mnist"})
+    os.symlink(tmp_path / "g", tmp_path / "link")
+    with pytest.raises(model_dir.GenerativeModelError, match="symbolic link"):
+        model_dir.load(str(tmp_path / "link"))
+    with pytest.raises(model_dir.GenerativeModelError, match="holds no"):
+        model_dir.load(str(tmp_path))
+
+
+def test_lvat_run_with_a_given_model_dir_and_a_wrong_one(tmp_path):
+    _save_tiny(tmp_path / "g")
+    cfg = tiny_config(str(tmp_path / "run"), method="lvat_vae",
+                      generative_model_dir=str(tmp_path / "g"), num_epochs=1,
+                      epoch_decay_start=0)
+    res = run.train_and_evaluate(cfg, verbose=0)
+    assert res["method"] == "lvat_vae" and 0 <= res["test_error"] <= 100
+    _save_tiny(tmp_path / "g_mnist", dataset="mnist", shape=(32, 32, 1))
+    p = run_script("train.py", "--dataset=synthetic", "--model=tiny_cnn", "--method=lvat_vae",
+                   f"--generative_model_dir={tmp_path / 'g_mnist'}", "--num_epochs=1",
+                   "--epoch_decay_start=0", "--num_iter_per_epoch=2",
+                   "--num_labeled_examples=20", f"--log_dir={tmp_path / 'run2'}")
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "--generative_model_dir" in p.stderr and "dataset='mnist'" in p.stderr
+
+
+def test_train_vae_script_and_vae_loss_decreases_on_real_digits(tmp_path):
+    p = run_script("train_vae.py", "--dataset=digits", "--num_epochs=2",
+                   "--max_iter_per_epoch=15", f"--log_dir={tmp_path / 'vae'}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    meta = json.load(open(tmp_path / "vae" / "generative.json"))
+    hist = meta["training"]["history"]
+    assert meta["dataset"] == "digits" and meta["image_shape"] == [32, 32, 1]
+    assert meta["preprocessing"] == {"scaling": "unit", "pad_to": 32, "zca": False}
+    assert hist[-1]["loss"] < hist[0]["loss"]
+
+
+def test_lvat_run_without_model_dir_trains_the_vae_first(tmp_path):
+    cfg = tiny_config(str(tmp_path / "run"), method="lvat_vae", vae_num_epochs=1, num_epochs=1,
+                      epoch_decay_start=0, num_iter_per_epoch=3)
+    res = run.train_and_evaluate(cfg, verbose=0)
+    meta = json.load(open(tmp_path / "run" / "generative" / "generative.json"))
+    assert meta["kind"] == "vae" and meta["architecture"]["widths"] == [128, 256, 512]
+    assert meta["image_shape"] == [32, 32, 3]  # 16x16 synthetic padded to 32
+    assert res["num_iterations"] == 3
