@@ -5,7 +5,7 @@ Flags (``flags/``) are turned into a :class:`Config` exactly once by
 method (``epsilon``, ``num_labeled_examples``, ``data_dir``,
 ``eval_batch_size``, and our new ``model``) are given as ``None`` and resolved
 here from the tables below; every resolved default is logged. Nothing in the
-library reads absl FLAGS.
+library reads absl flags.
 """
 from __future__ import annotations
 

@@ -32,15 +32,17 @@ def register(recipe: Recipe) -> Recipe:
 
 
 # MNIST with 100 labels (10 per class, dataset_seed 1), the VAT paper's MLP,
-# vat_tf's batches (32 labeled / 128 unlabeled) and Adam schedule, scaled to
-# 24,000 updates (60 x 400; linear decay over the last 8,000) so that one
-# variant takes about 15 minutes on 2 CPU cores. epsilon 5.0 = the VAT
-# authors' MNIST-100 value.
+# vat_tf's batches (32 labeled / 128 unlabeled), Adam at a constant 1e-3 for
+# 16,000 updates (40 x 400) so that one variant takes about 10 minutes on 2
+# CPU cores. epsilon 5.0 = the VAT authors' MNIST-100 value. No decay phase:
+# measured here, vat_tf's CIFAR/SVHN schedule (linear lr decay with beta1 ->
+# 0.5 over the last third) *raised* the MLP's MNIST-100 test error from 3.9 %
+# to 11.0 % during the decay (README, "Measured results").
 register(Recipe(
     name="mnist100",
-    description="MNIST-100, MLP 784-1200-600-300-150-10, 24k updates (scaled)",
+    description="MNIST-100, MLP 784-1200-600-300-150-10, 16k updates at constant lr (scaled)",
     base=dict(dataset="mnist", model="mlp", num_labeled_examples=100, batch_size=32,
-              ul_batch_size=128, num_epochs=60, epoch_decay_start=40, num_iter_per_epoch=400,
+              ul_batch_size=128, num_epochs=40, epoch_decay_start=40, num_iter_per_epoch=400,
               eval_freq=10, epsilon=5.0, seed=1, dataset_seed=1),
     variants=(
         ("baseline", dict(method="baseline")),

@@ -32,8 +32,7 @@ def main(argv):
 
     try:
         kind, out, checks = fixtures.check_fixture(FLAGS.fixture, FLAGS.power_iteration)
-    except (ValueError, KeyError, OSError, names.UpstreamWeightsError,
-            NotImplementedError) as e:
+    except (ValueError, KeyError, OSError, names.UpstreamWeightsError) as e:
         _common.fail(f"--fixture: {FLAGS.fixture}: {str(e).splitlines()[0]}")
     if FLAGS.output:
         np.savez(FLAGS.output, **out)

@@ -76,3 +76,10 @@ def test_weight_loading_is_strict():
     extra = dict(w, c10_W=np.zeros(1))
     with pytest.raises(names.UpstreamWeightsError, match="unknown"):
         names.load_convnet_weights(model, extra)
+
+
+def test_check_upstream_refuses_lvat_fixtures_clearly():
+    path = shared_path("fixtures", "upstream", "lvat_vae.npz")
+    p = run_script("check_upstream.py", f"--fixture={path}")
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "lvat_vae fixtures are not checked" in p.stderr

@@ -133,7 +133,10 @@ def check_fixture(path: str, power_iteration: str = "finite_difference"):
     with np.load(path) as f:
         kind = detect_kind(f.files)
         if kind != "vat":
-            raise NotImplementedError(f"{path}: {kind} fixtures need the LVAT generative models "
-                                      "(issue 3), which this version does not have yet")
+            # The VAE parts of lvat_vae.npz reproduce (tests/test_vae.py) but its
+            # classifier pass does not (README, "Measured results"); Glow is not
+            # ported yet. Refuse rather than print a misleading comparison.
+            raise ValueError(f"{kind} fixtures are not checked by this version (see README, "
+                             "'Measured results')")
         out = run_vat_fixture(f, power_iteration)
         return kind, out, compare_vat(f, out)
