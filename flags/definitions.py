@@ -81,7 +81,8 @@ def define_flags(script: str = "train") -> None:
                     "--method=lvat --ae_type=VAE|Glow maps to lvat_vae | lvat_glow). [vat_tf]")
     d.DEFINE_float("epsilon", None, "L2 norm of the perturbation. Default depends on method and "
                    "dataset: VAT cifar10 10.0 (8.0 with aug), svhn 2.5 (3.5 with aug), mnist and "
-                   "fashion_mnist 5.0, digits 1.5; otherwise vat_tf's 8.0. [vat_tf]")
+                   "fashion_mnist 5.0, digits 1.5; otherwise vat_tf's 8.0. LVAT-VAE (LVAT paper): svhn 1.5, "
+                   "cifar10 1.0, otherwise LVAT's 1.0. [vat_tf]")
     d.DEFINE_float("xi", U["xi"], "Finite-difference scale of the power iteration. [vat_tf]")
     d.DEFINE_integer("num_power_iterations", U["num_power_iterations"], "Power iterations. "
                      "[vat_tf]")
