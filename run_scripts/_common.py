@@ -21,3 +21,9 @@ def fail(message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     sys.exit(1)
+
+
+def no_positional_args(argv) -> None:
+    """absl passes leftover words in argv; our scripts take flags only."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")

@@ -19,8 +19,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        _common.fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
+    _common.no_positional_args(argv)
     from lvat_tf import config as config_lib
     from lvat_tf.training import run
 

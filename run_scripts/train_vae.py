@@ -24,8 +24,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        _common.fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
+    _common.no_positional_args(argv)
     from lvat_tf.config import VAE_EPOCHS_DEFAULTS, ConfigError
     from lvat_tf.data import registry
     from lvat_tf.generative.train_vae import VAEConfig, train_vae

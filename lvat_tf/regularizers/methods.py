@@ -60,10 +60,15 @@ def build_regularizers(cfg, generative_model=None) -> list:
     return spec.build(cfg)
 
 
+def _search(cfg) -> dict:
+    """The adversarial-direction settings every VAT-family regulariser takes."""
+    return dict(epsilon=cfg.epsilon, xi=cfg.xi, num_power_iterations=cfg.num_power_iterations,
+                power_iteration=cfg.power_iteration)
+
+
 def _vat(cfg):
     from lvat_tf.regularizers.vat import VAT
-    return VAT(epsilon=cfg.epsilon, xi=cfg.xi, num_power_iterations=cfg.num_power_iterations,
-               power_iteration=cfg.power_iteration)
+    return VAT(**_search(cfg))
 
 
 def _entropy(cfg):
@@ -86,9 +91,7 @@ LVAT_VAE_EPSILON = {"svhn": 1.5, "cifar10": 1.0}
 
 def _lvat_vae(cfg, vae):
     from lvat_tf.regularizers.lvat import LVATVAE
-    return [LVATVAE(vae, epsilon=cfg.epsilon, xi=cfg.xi,
-                    num_power_iterations=cfg.num_power_iterations,
-                    power_iteration=cfg.power_iteration)]
+    return [LVATVAE(vae, **_search(cfg))]
 
 
 register(MethodSpec("lvat_vae", _lvat_vae, "CE + VAT in the latent space of a frozen VAE "
