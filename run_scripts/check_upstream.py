@@ -35,8 +35,11 @@ def main(argv):
     except (ValueError, KeyError, OSError, names.UpstreamWeightsError) as e:
         _common.fail(f"--fixture: {FLAGS.fixture}: {str(e).splitlines()[0]}")
     if FLAGS.output:
-        np.savez(FLAGS.output, **out)
+        np.savez(FLAGS.output, **{k: v for k, v in out.items() if k != 'note'})
+    note = out.pop("note", None)
     print(f"fixture {FLAGS.fixture} ({kind}), power iteration {FLAGS.power_iteration}")
+    if note:
+        print(f"  note: {note}")
     for c in checks:
         print("  " + str(c))
     bad = [c for c in checks if not c.ok]

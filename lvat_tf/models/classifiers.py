@@ -7,6 +7,9 @@ Every classifier is called as ``model(x, bn_mode=..., dropout_seed=...)``:
 * ``dropout_seed``: shape-(2,) stateless seed; dropout is active iff it is
   given (and keep_prob < 1). Passing the same seed to several calls gives them
   the same masks, as upstream's TF1 graph does for the unlabeled passes.
+* ``dropout_masks``: (Conv nets) explicit multiplicative masks, one per
+  stage, already scaled by 1/keep_prob; they replace the stateless draw. The
+  upstream checker uses them to replay masks drawn by TF1's own ops.
 * ``return_features=True`` returns ``(features, logits)``, the features being
   the last hidden layer (Conv nets: the pooled (B, C) vector; MLP: the last
   hidden layer), for MAT and analysis.
@@ -23,10 +26,11 @@ class Classifier(keras.Model):
 
     num_classes: int
 
-    def call(self, x, training=False, bn_mode=None, dropout_seed=None, return_features=False):
+    def call(self, x, training=False, bn_mode=None, dropout_seed=None, return_features=False,
+             dropout_masks=None):
         if bn_mode is None:
             bn_mode = "update" if training else "moving"
-        feats, logits = self._forward(x, bn_mode, dropout_seed)
+        feats, logits = self._forward(x, bn_mode, dropout_seed, dropout_masks)
         return (feats, logits) if return_features else logits
 
     def check_input_shape(self, shape):
@@ -84,7 +88,7 @@ class ConvNet(Classifier):
                              f"after {len(self.stage_widths)} max-pools they are {h}x{w}, the "
                              "3x3 VALID conv needs at least 3x3")
 
-    def _forward(self, x, bn_mode, dropout_seed):
+    def _forward(self, x, bn_mode, dropout_seed, dropout_masks=None):
         h = x
         i = 0
         for s, stage in enumerate(self.stage_widths):
@@ -93,7 +97,9 @@ class ConvNet(Classifier):
                 h = tf.nn.leaky_relu(self.bns[i](h, mode=bn_mode), alpha=self.lrelu_a)
                 i += 1
             h = tf.nn.max_pool2d(h, 2, 2, padding="SAME")
-            if dropout_seed is not None:
+            if dropout_masks is not None:
+                h = h * dropout_masks[s]
+            elif dropout_seed is not None:
                 h = stateless_dropout(h, self.keep_prob_hidden, fold_seed(dropout_seed, s))
         for _ in self.top_widths:
             h = self.convs[i](h)
@@ -137,7 +143,7 @@ class MLP(Classifier):
         self.fc = keras.layers.Dense(num_classes, kernel_initializer=UpstreamVarianceScaling(), name="fc")
         self.top_bn = UpstreamBatchNorm(decay=bn_decay, name="bfc") if top_bn else None
 
-    def _forward(self, x, bn_mode, dropout_seed):
+    def _forward(self, x, bn_mode, dropout_seed, dropout_masks=None):
         h = tf.reshape(x, [tf.shape(x)[0], -1])
         for dense, bn in zip(self.denses, self.bns):
             h = tf.nn.relu(bn(dense(h), mode=bn_mode))

@@ -6,6 +6,16 @@ loss = KL(stop_gradient(p(y|x)) || p(y|Dec(z + r))). The clean reference is the
 classifier on the *original* x, as upstream. The generative weights are
 frozen: they are not classifier variables, so the optimizer never sees them,
 and the VAE runs with training=False (its BN statistics never move).
+
+LVAT-Glow: (y, z) = Glow(x + dequantisation noise); the power iteration runs
+on both parts at once through x' = Dec(y + d_y, z + d_z), each part started
+from its own xi-normalised draw, and r_y, r_z are normalised *separately*
+(||r_y|| = ||r_z|| = epsilon, joint norm sqrt(2)*epsilon), as upstream. Dec
+re-quantises to 5 bits with a straight-through floor, so the direction comes
+from that gradient. Upstream's clean unlabeled pass happens to use another
+dropout mask than the two perturbed passes (a TF1 seeding side effect of
+importing Glow.py, upstream.md B.6); ours share one mask in all three, as for
+VAT and LVAT-VAE.
 """
 import contextlib
 import dataclasses
@@ -46,5 +56,53 @@ class LVATVAE:
                                          self.xi, self.num_power_iterations,
                                          self.power_iteration)
             x_adv = tf.stop_gradient(self.vae.decode(z + r, training=False))
+        loss = kl_divergence_with_logits(tf.stop_gradient(clean_logits), forward(x_adv))
+        return loss, {self.name: loss}
+
+
+def lvat_glow_perturbation(forward, glow, x, clean_logits, d_init, epsilon, xi=1e-6,
+                           num_power_iterations=1, mode="finite_difference", noise=None,
+                           seed=None):
+    """Returns ((y, z), [r_y, r_z]), all gradient-stopped.
+
+    Args:
+      forward: images (B, H, W, C) in [0, 1] -> logits (B, K).
+      glow: a frozen :class:`lvat_tf.generative.glow.Glow`.
+      x: (B, H, W, C) images in [0, 1].
+      d_init: [d_y, d_z], raw draws of the latents' shapes.
+      noise / seed: the encoder's dequantisation noise, or a stateless seed for it.
+    """
+    y, _, z = glow.encode(x, noise=noise, seed=seed)
+    y, z = tf.stop_gradient(y), tf.stop_gradient(z)
+    g = power_iteration(lambda d: forward(glow.decode(y + d[0], z + d[1])), clean_logits,
+                        list(d_init), xi=xi, num_iterations=num_power_iterations, mode=mode,
+                        first_order=True)
+    r = [tf.stop_gradient(t) for t in scale_to_epsilon(g, epsilon)]
+    return (y, z), r
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LVATGlow:
+    """The LVAT-Glow regulariser; ``glow`` is a frozen :class:`Glow`."""
+
+    glow: object
+    epsilon: float
+    xi: float = 1e-6
+    num_power_iterations: int = 1
+    power_iteration: str = "finite_difference"
+    name: str = "lvat_loss"
+    needs_clean_grad: bool = False
+
+    def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
+        with no_record():
+            b = tf.shape(x)[0]
+            (hy, wy, cy), (hz, wz, cz) = self.glow.latent_shapes
+            fold = tf.random.experimental.stateless_fold_in
+            d = [tf.random.stateless_normal([b, hy, wy, cy], seed=fold(seed, 1), dtype=x.dtype),
+                 tf.random.stateless_normal([b, hz, wz, cz], seed=fold(seed, 2), dtype=x.dtype)]
+            (y, z), (r_y, r_z) = lvat_glow_perturbation(
+                forward, self.glow, x, clean_logits, d, self.epsilon, self.xi,
+                self.num_power_iterations, self.power_iteration, seed=fold(seed, 3))
+            x_adv = tf.stop_gradient(self.glow.decode(y + r_y, z + r_z))
         loss = kl_divergence_with_logits(tf.stop_gradient(clean_logits), forward(x_adv))
         return loss, {self.name: loss}

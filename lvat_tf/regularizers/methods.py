@@ -20,7 +20,7 @@ class MethodSpec:
       uses_unlabeled: False for the supervised baseline (no unlabeled stream).
       input_scaling: ``vat`` ((x - 127.5) / 255, vat_tf) or ``unit`` (x / 255,
         LVAT, whose generative models need [0, 1]).
-      generative: the generative model kind the method perturbs ("vae"), or None.
+      generative: the generative model kind the method perturbs ("vae", "glow"), or None.
     """
 
     name: str
@@ -97,3 +97,19 @@ def _lvat_vae(cfg, vae):
 register(MethodSpec("lvat_vae", _lvat_vae, "CE + VAT in the latent space of a frozen VAE "
                     "(LVAT-VAE)", epsilon_defaults=lambda ds, aug: LVAT_VAE_EPSILON.get(ds, 1.0),
                     input_scaling="unit", generative="vae"))
+
+
+#: LVAT paper section 6.2.2: epsilon_lvat for Glow 1.0 on SVHN and CIFAR-10
+#: (upstream's README command uses 1.5 for SVHN; pass --epsilon=1.5 for it).
+LVAT_GLOW_EPSILON = {"svhn": 1.0, "cifar10": 1.0}
+
+
+def _lvat_glow(cfg, glow):
+    from lvat_tf.regularizers.lvat import LVATGlow
+    return [LVATGlow(glow, **_search(cfg))]
+
+
+register(MethodSpec("lvat_glow", _lvat_glow, "CE + VAT in the latent space (y, z) of a frozen "
+                    "Glow (LVAT-Glow)",
+                    epsilon_defaults=lambda ds, aug: LVAT_GLOW_EPSILON.get(ds, 1.0),
+                    input_scaling="unit", generative="glow"))

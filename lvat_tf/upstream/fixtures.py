@@ -128,15 +128,169 @@ def compare_vat(f, out) -> List[Check]:
     return checks
 
 
+# ---------------------------------------------------------------------------
+# LVAT fixtures
+# ---------------------------------------------------------------------------
+#: Glow tolerances (fixtures README: 5-bit re-quantisation makes it less stable).
+GLOW_TOL = {"loss": 5e-3, "loss_at_r_given": 1e-3, "r_cosine": 0.999, "pixels": 0.01}
+
+#: The graph seeds tried for TF1 dropout masks: TF1's default (87654321, used
+#: when only op seeds are set), the harness's --seed=1, and 0 (Glow.py's
+#: tf.set_random_seed(0)).
+TF1_GRAPH_SEEDS = (None, 1, 0)
+
+
+def tf1_dropout_masks(shapes, graph_seed, keep_prob=0.5, model_seed=1234):
+    """The dropout masks upstream's TF1 graph draws for Conv-Large (first session run).
+
+    TF1 ``cnn.logit`` takes its op seeds from ``numpy.random.RandomState(1234)``:
+    nine conv initialisers and two dropouts interleaved, the dropouts being the
+    4th and 8th draws. TF's stateful Philox ops are deterministic given (graph
+    seed, op seed), so building the same ops in a tf.compat.v1 graph replays
+    upstream's masks exactly. Returns masks scaled by 1/keep_prob, one per stage.
+    """
+    rng = np.random.RandomState(model_seed)
+    draws = [rng.randint(123456) for _ in range(8)]
+    graph = tf.Graph()
+    with graph.as_default():
+        if graph_seed is not None:
+            tf.compat.v1.random.set_random_seed(graph_seed)
+        ops = [tf.nn.dropout(tf.ones(s), rate=1.0 - keep_prob, seed=draws[i])
+               for s, i in zip(shapes, (3, 7))]
+        with tf.compat.v1.Session(graph=graph) as sess:
+            arrays = sess.run(ops)
+    return [tf.constant(m) for m in arrays]
+
+
+def _stage_shapes(model, x_shape):
+    b, h, w, _ = x_shape
+    shapes = []
+    for stage in model.stage_widths:
+        h, w = -(-h // 2), -(-w // 2)
+        shapes.append((b, h, w, stage[-1]))
+    return shapes
+
+
+def _classifier_with_masks(f, x):
+    """(model, clean masks, note): the classifier and the dropout masks that reproduce ul_logit.
+
+    The LVAT fixtures store keep_prob_hidden = 1.0, but their clean logits are
+    only reproduced with dropout on (keep 0.5) and TF1's own masks (measured:
+    lvat_vae.npz with graph seed 1, lvat_glow.npz with TF1's default seed);
+    the checker finds which, and says so.
+    """
+    weights = names.classifier_weights({k: f[k] for k in f.files}, prefix="w/")
+    model = names.conv_large_from_weights(weights, keep_prob_hidden=0.5)
+    model(x, bn_mode="moving")
+    names.load_convnet_weights(model, weights)
+    want = f["ul_logit"] if "ul_logit" in f else None
+    plain = model(x, bn_mode="batch")
+    if want is None or relative_error(plain, want) <= TOL["logits"]:
+        return model, None, "classifier dropout off"
+    shapes = _stage_shapes(model, tuple(x.shape))
+    for seed in TF1_GRAPH_SEEDS:
+        masks = tf1_dropout_masks(shapes, seed)
+        if relative_error(model(x, bn_mode="batch", dropout_masks=masks), want) <= TOL["logits"]:
+            label = "TF1 default 87654321" if seed is None else str(seed)
+            return model, masks, (f"fixture made with dropout ON (keep 0.5) although it stores "
+                                  f"keep_prob_hidden={_scalar(f, 'keep_prob_hidden')}; TF1 masks "
+                                  f"replayed (graph seed {label})")
+    return model, None, "clean logits not reproduced with or without TF1 dropout masks"
+
+
+def run_lvat_fixture(f, kind: str, power_iteration: str = "finite_difference"):
+    """Computes the port's outputs for an lvat_vae / lvat_glow fixture."""
+    from lvat_tf.generative.vae import VAE
+    from lvat_tf.regularizers.lvat import lvat_glow_perturbation, lvat_vae_perturbation
+
+    x = tf.constant(f["x"], tf.float32)
+    model, masks, note = _classifier_with_masks(f, x)
+    clean = model(x, bn_mode="batch", dropout_masks=masks)
+    if kind == "lvat_glow" and masks is not None:
+        # Importing Glow.py sets the graph seed to 0 after the clean pass was
+        # built: the two perturbed passes share masks drawn under seed 0.
+        pert_masks = tf1_dropout_masks(_stage_shapes(model, tuple(x.shape)), 0)
+        note += "; perturbed passes: graph seed 0 (Glow.py's tf.set_random_seed(0))"
+    else:
+        pert_masks = masks
+
+    def forward(v):
+        return model(v, bn_mode="batch", dropout_masks=pert_masks)
+
+    eps, xi = float(f["epsilon"]), float(f["xi"])
+    iters = int(_scalar(f, "num_power_iterations", 1))
+    out = {"ul_logit": clean.numpy(), "note": note}
+    if kind == "lvat_vae":
+        arrays = {k: f[k] for k in f.files}
+        vae = VAE(latent_dim=int(f["d"].shape[-1]), channels=int(x.shape[-1]))
+        vae(x)
+        names.assign_strict(names.vae_assignments(vae), names.vae_weights(arrays, "w/"), "VAE")
+        z, r = lvat_vae_perturbation(forward, vae, x, clean, tf.constant(f["d"]), eps, xi, iters,
+                                     power_iteration)
+        x_adv = vae.decode(z + r)
+        out.update(z_mu=z.numpy(), x_rec=vae.decode(z).numpy(), r_adv=r.numpy(),
+                   x_adv=x_adv.numpy(),
+                   lvat_loss=kl_divergence_with_logits(clean, forward(x_adv)).numpy())
+        if "r_given" in f:
+            out["loss_at_r_given"] = kl_divergence_with_logits(
+                clean, forward(vae.decode(z + f["r_given"]))).numpy()
+        return out
+    glow = names.glow_from_weights(names.glow_weights({k: f[k] for k in f.files}, "w/"),
+                                   image_shape=tuple(x.shape[1:]))
+    u = tf.constant(f["u"])
+    y, logdet, z = glow.encode(x, noise=u)
+    (_, _), (r_y, r_z) = lvat_glow_perturbation(
+        forward, glow, x, clean, [tf.constant(f["d_y"]), tf.constant(f["d_z"])], eps, xi, iters,
+        power_iteration, noise=u)
+    x_adv = glow.decode(y + r_y, z + r_z)
+    out.update(y=y.numpy(), z=z.numpy(), logdet=logdet.numpy(), x_rec=glow.decode(y, z).numpy(),
+               r_y=r_y.numpy(), r_z=r_z.numpy(), x_adv=x_adv.numpy(),
+               lvat_loss=kl_divergence_with_logits(clean, forward(x_adv)).numpy())
+    if "r_y_given" in f:
+        out["loss_at_r_given"] = kl_divergence_with_logits(clean, forward(glow.decode(
+            y + f["r_y_given"], z + f["r_z_given"]))).numpy()
+    return out
+
+
+def compare_lvat(f, out, kind: str) -> List[Check]:
+    """Checks an LVAT fixture's outputs against the port's."""
+    glow = kind == "lvat_glow"
+    tol = dict(TOL, **GLOW_TOL) if glow else TOL
+    checks = [Check("ul_logit rel. error", relative_error(out["ul_logit"], f["ul_logit"]),
+                    TOL["logits"], "max")]
+    for key in (("y", "z", "logdet") if glow else ("z_mu",)):
+        checks.append(Check(f"{key} rel. error", relative_error(out[key], f[key]),
+                            TOL["logits"], "max"))
+    if glow:
+        for key in ("x_rec", "x_adv"):
+            frac = float(np.mean(np.abs(out[key] - f[key]) > 0.5 / 255))
+            checks.append(Check(f"{key} pixels differing", frac, tol["pixels"], "max"))
+    else:
+        for key in ("x_rec", "x_adv"):
+            checks.append(Check(f"{key} rel. error", relative_error(out[key], f[key]),
+                                TOL["logits"], "max"))
+    eps = float(f["epsilon"])
+    for key in (("r_y", "r_z") if glow else ("r_adv",)):
+        cos = per_sample_cosine(out[key], f[key])
+        checks.append(Check(f"{key} min cosine", float(cos.min()), tol["r_cosine"], "min"))
+        norms = np.linalg.norm(out[key].reshape(len(cos), -1), axis=1)
+        checks.append(Check(f"|{key}| - epsilon (max abs)",
+                            float(np.max(np.abs(norms - eps))), 1e-4 * eps, "max"))
+    checks.append(Check("lvat_loss rel. error", relative_error(out["lvat_loss"], f["lvat_loss"]),
+                        tol["loss"], "max"))
+    if "loss_at_r_given" in out:
+        checks.append(Check("loss_at_r_given rel. error",
+                            relative_error(out["loss_at_r_given"], f["lvat_loss"]),
+                            tol["loss_at_r_given"], "max"))
+    return checks
+
+
 def check_fixture(path: str, power_iteration: str = "finite_difference"):
     """Runs a fixture: returns (kind, outputs dict, list of Check)."""
     with np.load(path) as f:
         kind = detect_kind(f.files)
-        if kind != "vat":
-            # The VAE parts of lvat_vae.npz reproduce (tests/test_vae.py) but its
-            # classifier pass does not (README, "Measured results"); Glow is not
-            # ported yet. Refuse rather than print a misleading comparison.
-            raise ValueError(f"{kind} fixtures are not checked by this version (see README, "
-                             "'Measured results')")
-        out = run_vat_fixture(f, power_iteration)
-        return kind, out, compare_vat(f, out)
+        if kind == "vat":
+            out = run_vat_fixture(f, power_iteration)
+            return kind, out, compare_vat(f, out)
+        out = run_lvat_fixture(f, kind, power_iteration)
+        return kind, out, compare_lvat(f, out, kind)

@@ -111,3 +111,58 @@ def assign_strict(pairs, weights: Mapping[str, np.ndarray], what: str) -> None:
             raise UpstreamWeightsError(f"{what} {name}: shape {tuple(val.shape)} does not fit "
                                        f"{tuple(var.shape)}")
         var.assign(np.asarray(val, np.float32))
+
+
+# ---------------------------------------------------------------------------
+# LVAT Glow (scope_glow)
+# ---------------------------------------------------------------------------
+def glow_weights(arrays: Mapping[str, np.ndarray], prefix: str = "") -> Dict[str, np.ndarray]:
+    """The ``scope_glow/...`` variables of a mapping, keyed without the scope."""
+    head = prefix + "scope_glow/"
+    return {k[len(head):]: np.asarray(v) for k, v in arrays.items() if k.startswith(head)}
+
+
+def glow_layout(weights: Mapping[str, np.ndarray]) -> dict:
+    """(num_levels, num_steps, width) read from upstream Glow variable names and shapes."""
+    found = [re.search(r"/Scale(\d+)/ChainLayer/Step(\d+)/", k) for k in weights]
+    found = [(int(m.group(1)), int(m.group(2))) for m in found if m]
+    if not found:
+        raise UpstreamWeightsError("no Glow steps (.../Scale<l>/ChainLayer/Step<k>/...) found")
+    levels = max(s for s, _ in found)
+    steps = max(k for _, k in found)
+    l1 = [v for k, v in weights.items() if k.endswith("/BlockNN/l_1/W")]
+    return {"num_levels": levels, "num_steps": steps, "width": int(l1[0].shape[-1])}
+
+
+def glow_assignments(glow):
+    """(upstream name, Keras variable) pairs of the LVAT Glow (names under ``scope_glow/``)."""
+    pairs = []
+    for lvl, level in enumerate(glow.levels, start=1):
+        for k, step in enumerate(level, start=1):
+            base = f"encoder//ChainLayer/Scale{lvl}/ChainLayer/Step{k}/ChainLayer/"
+            act = base + "/ActnormLayer//ChainLayer/"
+            pairs += [(act + "/ActnormBiasLayer/bias", step.actnorm.bias),
+                      (act + "/ActnormScaleLayer/log_scale", step.actnorm.log_scale)]
+            inv = base + "/InvertibleConv1x1Layer/"
+            conv = step.invconv
+            pairs += [(inv + "P_mat", conv.p_mat), (inv + "L_mat", conv.l_mat),
+                      (inv + "U_mat", conv.u_mat), (inv + "sign_S", conv.sign_s),
+                      (inv + "log_S", conv.log_s)]
+            nn = step.coupling_nn
+            blk = base + f"/AffineCouplingLayer/Step{k}/BlockNN/"
+            pairs += [(blk + "l_1/W", nn.l1_w), (blk + "l_1/actnorm_center/b", nn.l1_b),
+                      (blk + "l_1/actnorm_scale/logs", nn.l1_logs),
+                      (blk + "l_2/W", nn.l2_w), (blk + "l_2/actnorm_center/b", nn.l2_b),
+                      (blk + "l_2/actnorm_scale/logs", nn.l2_logs),
+                      (blk + "l_last/W", nn.last_w), (blk + "l_last/b", nn.last_b),
+                      (blk + "l_last/logs", nn.last_logs)]
+    return pairs
+
+
+def glow_from_weights(weights: Mapping[str, np.ndarray], image_shape=(32, 32, 3)):
+    """A Glow of the upstream layout found in ``weights``, with those weights assigned."""
+    from lvat_tf.generative.glow import Glow
+    glow = Glow(image_shape=image_shape, num_bits=5, **glow_layout(weights))
+    glow.build()
+    assign_strict(glow_assignments(glow), weights, "Glow")
+    return glow
