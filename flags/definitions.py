@@ -77,12 +77,13 @@ def define_flags(script: str = "train") -> None:
     d.DEFINE_float("bn_stats_decay_factor", U["bn_stats_decay_factor"], "Decay of the BN moving "
                    "averages. [vat_tf]")
     # --- method (vat_tf vat.py) ---
-    d.DEFINE_string("method", U["method"], "baseline | vat | vatent | lvat_vae (LVAT's "
+    d.DEFINE_string("method", U["method"], "baseline | vat | vatent | lvat_vae | lvat_glow (LVAT's "
                     "--method=lvat --ae_type=VAE|Glow maps to lvat_vae | lvat_glow). [vat_tf]")
     d.DEFINE_float("epsilon", None, "L2 norm of the perturbation. Default depends on method and "
                    "dataset: VAT cifar10 10.0 (8.0 with aug), svhn 2.5 (3.5 with aug), mnist and "
                    "fashion_mnist 5.0, digits 1.5; otherwise vat_tf's 8.0. LVAT-VAE (LVAT paper): svhn 1.5, "
-                   "cifar10 1.0, otherwise LVAT's 1.0. [vat_tf]")
+                   "cifar10 1.0, otherwise LVAT's 1.0. LVAT-Glow (paper): 1.0 (upstream's README "
+                   "command: 1.5 on SVHN). [vat_tf]")
     d.DEFINE_float("xi", U["xi"], "Finite-difference scale of the power iteration. [vat_tf]")
     d.DEFINE_integer("num_power_iterations", U["num_power_iterations"], "Power iterations. "
                      "[vat_tf]")
@@ -90,11 +91,15 @@ def define_flags(script: str = "train") -> None:
                   "finite_difference: upstream's gradient at xi*d; exact: Hessian-vector product "
                   "by forward-over-reverse autodiff (no xi). [ours]")
     d.DEFINE_string("generative_model_dir", None, "LVAT: directory of a trained generative "
-                    "model (run_scripts/train_vae.py); when not given, train.py trains one into "
+                    "model (run_scripts/train_vae.py or train_glow.py); when not given, train.py trains one into "
                     "LOG_DIR/generative first. [ours; LVAT hard-codes out_VAE_<DS>]")
     d.DEFINE_integer("vae_num_epochs", None, "LVAT: epochs of that VAE when train.py trains it. "
                      "Default depends on the dataset: svhn/cifar10 300 (paper), mnist/"
                      "fashion_mnist 10, digits 30. [ours]")
+    d.DEFINE_integer("glow_train_steps", None, "LVAT-Glow: training steps of the Glow when "
+                     "train.py trains it (0 = upstream's schedule). Default depends on the "
+                     "dataset: svhn/cifar10 0, mnist/fashion_mnist 1500, digits 300; the flow "
+                     "layout follows GLOW_DEFAULTS in lvat_tf/config.py. [ours]")
     # --- optimisation (vat_tf train_semisup.py) ---
     d.DEFINE_integer("batch_size", U["batch_size"], "Labeled batch. [vat_tf]")
     d.DEFINE_integer("ul_batch_size", U["ul_batch_size"], "Unlabeled batch. [vat_tf]")
@@ -143,7 +148,7 @@ _FIELDS = ("dataset", "data_dir", "dataset_seed", "num_labeled_examples", "num_v
            "validation", "aug_trans", "aug_flip", "tfds_download", "model", "keep_prob_hidden",
            "lrelu_a", "top_bn", "bn_stats_decay_factor", "method", "epsilon", "xi",
            "num_power_iterations", "power_iteration", "generative_model_dir",
-           "vae_num_epochs", "batch_size", "ul_batch_size",
+           "vae_num_epochs", "glow_train_steps", "batch_size", "ul_batch_size",
            "eval_batch_size", "eval_freq", "num_epochs", "epoch_decay_start",
            "num_iter_per_epoch", "learning_rate", "mom1", "mom2", "log_dir", "seed",
            "num_eval_examples", "finetune_batch_size", "finetune_iter")

@@ -40,24 +40,51 @@ def step_flops(concrete_fn):
     return int(prof.total_float_ops) if prof is not None else 0
 
 
+def build_generative(kind, image_shape, arch=None):
+    """An untrained generative model (step time does not depend on training)."""
+    from lvat_tf.generative import model_dir as model_dir_lib
+    from lvat_tf.config import glow_defaults
+    if kind == "vae":
+        arch = dict({"latent_dim": 128, "widths": [128, 256, 512]}, **(arch or {}))
+    else:
+        d = glow_defaults("cifar10")
+        arch = dict({"num_levels": d["num_levels"], "num_steps": d["num_steps"],
+                     "width": d["width"]}, **(arch or {}))
+    model = model_dir_lib.build(kind, arch, tuple(image_shape))
+    model(tf.zeros((1,) + tuple(image_shape)))
+    model.trainable = False
+    return model, arch
+
+
 def benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, steps=10, warmup=2,
-                     **overrides):
-    """Median ms per training step of one method on random data of the dataset's shape."""
+                     generative_arch=None, **overrides):
+    """Median ms per training step of one method on random data of the dataset's shape.
+
+    LVAT methods get an untrained generative model of ``generative_arch``
+    (default: the paper's VAE / upstream's Glow) and inputs padded to 32x32
+    as in training.
+    """
     spec = data_registry.get_spec(dataset)
     cfg = make_config(dataset=dataset, model=model_name, method=method, batch_size=batch_size,
                       ul_batch_size=ul_batch_size, **overrides)
     keras.utils.set_random_seed(0)
+    shape = tuple(spec.image_shape)
+    kind = methods.get_method(method).generative
+    gen, arch = None, None
+    if kind:
+        if max(shape[:2]) < 32:
+            shape = (32, 32, shape[2])
+        gen, arch = build_generative(kind, shape, generative_arch)
     clf = model_registry.build_from_config(cfg, spec.num_classes)
-    clf(tf.zeros((2,) + spec.image_shape), bn_mode="moving")
-    model = SSLModel(clf, methods.build_regularizers(cfg), seed=0)
+    clf(tf.zeros((2,) + shape), bn_mode="moving")
+    model = SSLModel(clf, methods.build_regularizers(cfg, gen), seed=0)
     model.compile(optimizer=UpstreamAdam(cfg.learning_rate))
     model.optimizer.build(clf.trainable_variables)
     rng = np.random.RandomState(0)
-    data = {"x_l": tf.constant(rng.uniform(-0.5, 0.5, (batch_size,) + spec.image_shape),
-                               tf.float32),
+    lo = 0.0 if kind else -0.5
+    data = {"x_l": tf.constant(rng.uniform(lo, lo + 1, (batch_size,) + shape), tf.float32),
             "y_l": tf.constant(rng.randint(0, spec.num_classes, batch_size)),
-            "x_u": tf.constant(rng.uniform(-0.5, 0.5, (ul_batch_size,) + spec.image_shape),
-                               tf.float32)}
+            "x_u": tf.constant(rng.uniform(lo, lo + 1, (ul_batch_size,) + shape), tf.float32)}
     step = tf.function(model.train_step)
     concrete = step.get_concrete_function(data)
     flops = step_flops(concrete)
@@ -75,4 +102,5 @@ def benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, ste
             "images_per_s": round((batch_size + (ul_batch_size if cfg.method != "baseline"
                                                  else 0)) / (ms / 1000), 1),
             "gflop_per_step": round(flops / 1e9, 2),
-            "achieved_gflops": round(flops / 1e9 / (ms / 1000), 1), "steps_timed": steps}
+            "achieved_gflops": round(flops / 1e9 / (ms / 1000), 1), "steps_timed": steps,
+            "generative": arch}

@@ -68,6 +68,26 @@ VAT_EPSILON_FLAG_DEFAULT = 8.0  # vat_tf vat.py
 #: Methods whose epsilon comes from the VAT table.
 _INPUT_SPACE_METHODS = ("vat", "vatent")
 
+#: The Glow that train_glow.py (and train.py, when an LVAT-Glow run gets no
+#: --generative_model_dir) trains: upstream's layout (L=3, K=22, width 128)
+#: and schedule (train_steps 0 = upstream's 15,601/25,601 steps) for
+#: SVHN/CIFAR-10; smaller flows and budgets measured to fit a 2-core CPU for
+#: the small datasets (README, "Measured results").
+GLOW_DEFAULTS = {
+    "svhn": dict(num_levels=3, num_steps=22, width=128, train_steps=0),
+    "cifar10": dict(num_levels=3, num_steps=22, width=128, train_steps=0),
+    "mnist": dict(num_levels=3, num_steps=4, width=32, train_steps=1500),
+    "fashion_mnist": dict(num_levels=3, num_steps=4, width=32, train_steps=1500),
+    "digits": dict(num_levels=3, num_steps=4, width=32, train_steps=300),
+    "synthetic": dict(num_levels=2, num_steps=2, width=8, train_steps=8),
+}
+
+
+def glow_defaults(dataset: str) -> dict:
+    """Glow layout and training steps for a dataset (GLOW_DEFAULTS; upstream's otherwise)."""
+    return dict(GLOW_DEFAULTS.get(dataset, GLOW_DEFAULTS["cifar10"]))
+
+
 #: eval_batch_size: vat_tf train_semisup.py 100, vat_tf test.py 500.
 EVAL_BATCH_SIZE_DEFAULTS = {"train": 100, "test": 500}
 
@@ -78,6 +98,13 @@ POWER_ITERATION_MODES = ("finite_difference", "exact")
 #: for the small datasets (MNIST ~15 CPU-minutes, digits ~1 minute).
 VAE_EPOCHS_DEFAULTS = {"svhn": 300, "cifar10": 300, "mnist": 10, "fashion_mnist": 10,
                        "digits": 30, "synthetic": 2}
+
+#: Encoder widths of that VAE: LVAT Table 2 (128-256-512) for SVHN/CIFAR-10;
+#: a quarter of it on the small grey-scale sets, so that LVAT-VAE runs on a
+#: 2-core CPU (README, "Measured results").
+VAE_WIDTHS_DEFAULTS = {"svhn": (128, 256, 512), "cifar10": (128, 256, 512),
+                       "mnist": (32, 64, 128), "fashion_mnist": (32, 64, 128),
+                       "digits": (32, 64, 128), "synthetic": (8, 16, 32)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +141,7 @@ class Config:
     # when not given) and the scaled VAE training budget for that case.
     generative_model_dir: str | None = None
     vae_num_epochs: int | None = None
+    glow_train_steps: int | None = None
     # optimisation (vat_tf train_semisup.py)
     batch_size: int = 32
     ul_batch_size: int = 128
@@ -209,6 +237,8 @@ def make_config(script: str = "train", **values) -> Config:
         resolved["epsilon"] = default_epsilon(cfg.method, cfg.dataset, augmented)
     if cfg.vae_num_epochs is None:
         resolved["vae_num_epochs"] = VAE_EPOCHS_DEFAULTS.get(cfg.dataset, 10)
+    if cfg.glow_train_steps is None:
+        resolved["glow_train_steps"] = glow_defaults(cfg.dataset)["train_steps"]
     if cfg.eval_batch_size is None:
         resolved["eval_batch_size"] = EVAL_BATCH_SIZE_DEFAULTS.get(script, 100)
     for k, v in resolved.items():
@@ -276,6 +306,9 @@ def validate(cfg: Config, data_registry, model_registry) -> None:
         if cfg.num_labeled_examples + cfg.num_valid_examples > spec.num_train:
             raise ConfigError("num_valid_examples", "labeled + validation examples exceed the "
                               "training set")
+    if cfg.glow_train_steps < 0:
+        raise ConfigError("glow_train_steps", f"expected 0 (upstream schedule) or >= 1, got "
+                          f"{cfg.glow_train_steps}")
     if cfg.vae_num_epochs < 1:
         raise ConfigError("vae_num_epochs", f"expected >= 1, got {cfg.vae_num_epochs}")
     if cfg.generative_model_dir:

@@ -49,6 +49,13 @@ register(Recipe(
         ("vat", dict(method="vat")),
         ("vatent", dict(method="vatent")),
         ("vat_exact", dict(method="vat", power_iteration="exact")),
+        # LVAT on the same budget; images padded to 32x32 and scaled to [0, 1];
+        # the generative model is trained first into <run>/generative with the
+        # scaled MNIST budgets of lvat_tf/config.py (VAE widths 32-64-128, 10
+        # epochs; Glow L=3 K=4 width 32, 1,500 steps). epsilon = LVAT's default
+        # 1.0 (no published MNIST value).
+        ("lvat_vae", dict(method="lvat_vae", epsilon=1.0)),
+        ("lvat_glow", dict(method="lvat_glow", epsilon=1.0)),
     ),
 ))
 
@@ -60,5 +67,7 @@ register(Recipe(
               epoch_decay_start=5, num_iter_per_epoch=400, eval_freq=5, seed=1),
     variants=(("baseline", dict(method="baseline")), ("vat", dict(method="vat")),
               ("vatent", dict(method="vatent")),
-              ("vat_exact", dict(method="vat", power_iteration="exact"))),
+              ("vat_exact", dict(method="vat", power_iteration="exact")),
+              ("lvat_vae", dict(method="lvat_vae", epsilon=1.0)),
+              ("lvat_glow", dict(method="lvat_glow", epsilon=1.0))),
 ))

@@ -22,6 +22,11 @@ flags.DEFINE_integer("ul_batch_size", 128, "Unlabeled batch.")
 flags.DEFINE_integer("steps", 20, "Timed steps (median reported).")
 flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, allocation).")
 flags.DEFINE_string("output", None, "Write the rows as JSON here.")
+flags.DEFINE_list("vae_widths", ["128", "256", "512"], "LVAT-VAE: encoder widths of the "
+                  "(untrained) VAE timed (paper: 128,256,512).")
+flags.DEFINE_integer("glow_levels", 3, "LVAT-Glow: L of the (untrained) Glow timed (upstream 3).")
+flags.DEFINE_integer("glow_steps", 22, "LVAT-Glow: K steps per level (upstream 22).")
+flags.DEFINE_integer("glow_width", 128, "LVAT-Glow: coupling width (upstream 128).")
 FLAGS = flags.FLAGS
 
 
@@ -34,6 +39,11 @@ def main(argv):
     peak = benchmark.matmul_peak_gflops()
     for m in FLAGS.methods:
         method, extra = (m, {}) if m != "vat_exact" else ("vat", {"power_iteration": "exact"})
+        if method == "lvat_vae":
+            extra["generative_arch"] = {"widths": [int(w) for w in FLAGS.vae_widths]}
+        elif method == "lvat_glow":
+            extra["generative_arch"] = {"num_levels": FLAGS.glow_levels,
+                                        "num_steps": FLAGS.glow_steps, "width": FLAGS.glow_width}
         if method not in method_registry.names():
             _common.fail(f"--methods: unknown method {m!r}; expected some of "
                          + ",".join(method_registry.names() + ["vat_exact"]))
@@ -52,10 +62,11 @@ def main(argv):
             if "baseline" in ref else None
         r["ratio_to_vat"] = round(r["ms_per_step"] / ref["vat"], 2) if "vat" in ref else None
     print(f"matmul peak (float32, measured): {peak:.1f} GFLOP/s")
-    print("| method | model | batch | ms/step | images/s | x baseline | x vat | GFLOP/step "
-          "| GFLOP/s |\n|---|---|---|---|---|---|---|---|---|")
+    print("| method | model | generative | batch | ms/step | images/s | x baseline | x vat | "
+          "GFLOP/step | GFLOP/s |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['model']} | {r['batch_size']}+{r['ul_batch_size']} | "
+        gen = ",".join(f"{k}={v}" for k, v in (r["generative"] or {}).items()) or "-"
+        print(f"| {r['method']} | {r['model']} | {gen} | {r['batch_size']}+{r['ul_batch_size']} | "
               f"{r['ms_per_step']} | {r['images_per_s']} | {r['ratio_to_baseline']} | "
               f"{r['ratio_to_vat']} | {r['gflop_per_step']} | {r['achieved_gflops']} |")
     if FLAGS.output:

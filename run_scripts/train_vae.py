@@ -16,6 +16,9 @@ flags.DEFINE_integer("num_epochs", None, "Epochs. Default depends on the dataset
 flags.DEFINE_integer("batch_size", 32, "Batch (LVAT BATCH_SIZE).")
 flags.DEFINE_float("learning_rate", 2e-4, "Adam's initial learning rate (LVAT).")
 flags.DEFINE_integer("latent_dim", 128, "Latent size (LVAT Z_SIZE).")
+flags.DEFINE_list("widths", None, "Encoder conv widths (decoder mirrors them). Default depends on "
+                  "the dataset: svhn/cifar10 128,256,512 (LVAT Table 2), mnist/fashion_mnist/"
+                  "digits 32,64,128.")
 flags.DEFINE_bool("aug_trans", True, "Pad-2 random translation (LVAT VAE.distort).")
 flags.DEFINE_integer("seed", 1, "Seed.")
 flags.DEFINE_integer("max_iter_per_epoch", 0, "Cap on steps per epoch (0 = full pass).")
@@ -25,7 +28,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     _common.no_positional_args(argv)
-    from lvat_tf.config import VAE_EPOCHS_DEFAULTS, ConfigError
+    from lvat_tf.config import VAE_EPOCHS_DEFAULTS, VAE_WIDTHS_DEFAULTS, ConfigError
     from lvat_tf.data import registry
     from lvat_tf.generative.train_vae import VAEConfig, train_vae
 
@@ -36,6 +39,14 @@ def main(argv):
             raise ConfigError("dataset", f"unknown dataset {FLAGS.dataset!r}; expected one of "
                               + "|".join(registry.names()))
         epochs = FLAGS.num_epochs or VAE_EPOCHS_DEFAULTS.get(FLAGS.dataset, 10)
+        try:
+            widths = tuple(int(w) for w in FLAGS.widths) if FLAGS.widths else \
+                VAE_WIDTHS_DEFAULTS.get(FLAGS.dataset, (128, 256, 512))
+        except ValueError:
+            raise ConfigError("widths", f"expected comma-separated integers, got "
+                              f"{','.join(FLAGS.widths)!r}") from None
+        if len(widths) != 3 or min(widths) <= 0:
+            raise ConfigError("widths", f"expected three positive widths, got {widths}")
         for name, value in (("num_epochs", epochs), ("batch_size", FLAGS.batch_size),
                             ("latent_dim", FLAGS.latent_dim),
                             ("learning_rate", FLAGS.learning_rate)):
@@ -43,7 +54,7 @@ def main(argv):
                 raise ConfigError(name, f"expected a positive value, got {value}")
         cfg = VAEConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, model_dir=FLAGS.log_dir,
                         num_epochs=epochs, batch_size=FLAGS.batch_size,
-                        learning_rate=FLAGS.learning_rate, latent_dim=FLAGS.latent_dim,
+                        learning_rate=FLAGS.learning_rate, latent_dim=FLAGS.latent_dim, widths=widths,
                         aug_trans=FLAGS.aug_trans, seed=FLAGS.seed,
                         max_iter_per_epoch=FLAGS.max_iter_per_epoch,
                         tfds_download=FLAGS.tfds_download)

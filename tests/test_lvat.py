@@ -142,6 +142,6 @@ def test_lvat_run_without_model_dir_trains_the_vae_first(tmp_path):
                       epoch_decay_start=0, num_iter_per_epoch=3)
     res = run.train_and_evaluate(cfg, verbose=0)
     meta = json.load(open(tmp_path / "run" / "generative" / "generative.json"))
-    assert meta["kind"] == "vae" and meta["architecture"]["widths"] == [128, 256, 512]
+    assert meta["kind"] == "vae" and meta["architecture"]["widths"] == [8, 16, 32]
     assert meta["image_shape"] == [32, 32, 3]  # 16x16 synthetic padded to 32
     assert res["num_iterations"] == 3

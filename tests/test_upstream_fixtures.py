@@ -78,8 +78,21 @@ def test_weight_loading_is_strict():
         names.load_convnet_weights(model, extra)
 
 
-def test_check_upstream_refuses_lvat_fixtures_clearly():
+def test_check_upstream_script_on_the_lvat_vae_fixture(tmp_path):
     path = shared_path("fixtures", "upstream", "lvat_vae.npz")
-    p = run_script("check_upstream.py", f"--fixture={path}")
+    p = run_script("check_upstream.py", f"--fixture={path}", f"--output={tmp_path / 'o.npz'}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "all 8 checks within tolerance" in p.stdout and "TF1 masks replayed" in p.stdout
+    with np.load(tmp_path / "o.npz") as out:
+        assert out["r_adv"].shape == (8, 128)
+
+
+def test_check_upstream_fails_when_a_fixture_output_is_wrong(tmp_path):
+    path = shared_path("fixtures", "upstream", "lvat_vae.npz")
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["lvat_loss"] = arrays["lvat_loss"] * 1.01
+    np.savez(tmp_path / "bad.npz", **arrays)
+    p = run_script("check_upstream.py", f"--fixture={tmp_path / 'bad.npz'}")
     assert p.returncode != 0 and "Traceback" not in p.stderr
-    assert "lvat_vae fixtures are not checked" in p.stderr
+    assert "outside tolerance" in p.stderr and "lvat_loss rel. error" in p.stdout

@@ -23,10 +23,28 @@ class GenerativeModelError(ValueError):
     """A missing, broken or mismatched generative-model directory (one line)."""
 
 
-def build(kind: str, arch: dict, channels: int):
+def build(kind: str, arch: dict, image_shape):
+    """A fresh model of the recorded kind and architecture."""
     if kind == "vae":
-        return VAE(latent_dim=arch["latent_dim"], channels=channels, widths=arch["widths"])
+        return VAE(latent_dim=arch["latent_dim"], channels=image_shape[-1], widths=arch["widths"])
+    if kind == "glow":
+        from lvat_tf.generative.glow import Glow
+        return Glow(image_shape=image_shape, **arch)
     raise GenerativeModelError(f"--generative_model_dir: unknown generative model kind {kind!r}")
+
+
+def write_json(path: str, obj) -> None:
+    """Writes JSON atomically."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def read_json(path: str, default=None):
+    if not os.path.isfile(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
 
 
 def save(model_dir: str, model, meta: dict) -> None:
@@ -35,9 +53,7 @@ def save(model_dir: str, model, meta: dict) -> None:
     tmp = os.path.join(model_dir, "tmp." + WEIGHTS)
     model.save_weights(tmp)
     os.replace(tmp, os.path.join(model_dir, WEIGHTS))
-    with open(os.path.join(model_dir, META + ".tmp"), "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
-    os.replace(os.path.join(model_dir, META + ".tmp"), os.path.join(model_dir, META))
+    write_json(os.path.join(model_dir, META), meta)
 
 
 def load(model_dir: str, expect: dict = None):
@@ -48,7 +64,7 @@ def load(model_dir: str, expect: dict = None):
     meta_path = os.path.join(model_dir, META)
     if not os.path.isfile(meta_path) or not os.path.isfile(os.path.join(model_dir, WEIGHTS)):
         raise GenerativeModelError(f"--generative_model_dir: {model_dir} holds no {META} and "
-                                   f"{WEIGHTS} (train one with run_scripts/train_vae.py)")
+                                   f"{WEIGHTS} (train one with run_scripts/train_vae.py or train_glow.py)")
     with open(meta_path) as f:
         meta = json.load(f)
     for key, want in (expect or {}).items():
@@ -59,7 +75,7 @@ def load(model_dir: str, expect: dict = None):
             raise GenerativeModelError(f"--generative_model_dir: {model_dir} was trained with "
                                        f"{key}={got!r}, this run needs {want!r}")
     shape = tuple(meta["image_shape"])
-    model = build(meta["kind"], meta["architecture"], shape[-1])
+    model = build(meta["kind"], meta["architecture"], shape)
     model(tf.zeros((1,) + shape))
     try:
         model.load_weights(os.path.join(model_dir, WEIGHTS))

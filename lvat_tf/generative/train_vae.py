@@ -9,9 +9,6 @@ scripts (all SVHN training images as committed); we train on the whole
 training set of the dataset (labels unused), with optional pad-2 translation.
 """
 import dataclasses
-import math
-import time
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -19,7 +16,7 @@ from absl import logging
 
 from lvat_tf.data import pipeline, registry
 from lvat_tf.data.preprocessing import Preprocessor
-from lvat_tf.generative import model_dir as model_dir_lib
+from lvat_tf.generative import trainer
 from lvat_tf.generative.vae import VAE
 
 KL_WEIGHT = 0.1
@@ -64,14 +61,29 @@ def lr_at_epoch(epoch: int, lr0: float) -> float:
     return lr0 * 0.97 ** max(0, (e - 2) // 2) if e > 2 else lr0
 
 
-def train_vae(cfg: VAEConfig, verbose: bool = True):
-    """Trains a VAE on the dataset's training images and saves it to cfg.model_dir."""
-    keras.utils.set_random_seed(cfg.seed)
+def _data(cfg):
+    """(train images, 1000 test images, preprocessor): [0, 1], padded to 32x32 when smaller."""
     spec = registry.get_spec(cfg.dataset)
     x_tr, _, x_te, _ = registry.load_arrays(spec, cfg.data_dir, cfg.tfds_download)
     pad = 32 if max(spec.image_shape[:2]) < 32 else None
     prep = Preprocessor(scaling="unit", pad_to=pad)
-    x_all, x_test = prep(x_tr), prep(x_te[:1000])
+    return prep(x_tr), prep(x_te[:1000]), prep
+
+
+def reconstruction_grid(x, x_rec, n=10):
+    """Rows of originals over rows of reconstructions, ``n`` per row."""
+    x, x_rec = np.asarray(x[:n]), np.asarray(x_rec[:n])
+    return np.concatenate([x, x_rec], 0)
+
+
+def train_vae(cfg: VAEConfig, verbose: bool = True):
+    """Trains a VAE on the dataset's training images and saves it to cfg.model_dir.
+
+    Resumes from ``cfg.model_dir/checkpoints`` when a previous run was cut
+    off; a diverged run raises GenerativeModelError and writes nothing.
+    """
+    keras.utils.set_random_seed(cfg.seed)
+    x_all, x_test, prep = _data(cfg)
     shape = x_all.shape[1:]
     vae = VAE(cfg.latent_dim, shape[-1], cfg.widths)
     vae(tf.zeros((1,) + shape))
@@ -93,7 +105,7 @@ def train_vae(cfg: VAEConfig, verbose: bool = True):
         grads = tape.gradient(loss, vae.trainable_variables)
         grads = [tf.clip_by_norm(g, CLIP_NORM) for g in grads]
         opt.apply(grads, vae.trainable_variables)
-        return loss, rec, kl
+        return {"loss": loss, "rec": rec, "kl": kl}
 
     @tf.function
     def test_rec(x):
@@ -102,28 +114,23 @@ def train_vae(cfg: VAEConfig, verbose: bool = True):
         return -tf.reduce_mean(tf.reduce_sum(x * tf.math.log(xr + 1e-8) + (1 - x) *
                                              tf.math.log(1 - xr + 1e-8), axis=[1, 2, 3]))
 
-    history, t0, t = [], time.time(), 0
-    for epoch in range(cfg.num_epochs):
-        opt.learning_rate.assign(lr_at_epoch(epoch, cfg.learning_rate))
-        sums = np.zeros(3)
-        for _ in range(steps):
-            sums += np.array([float(v) for v in step(tf.constant(t, tf.int64))])
-            t += 1
-        loss, rec, kl = sums / steps
-        if not all(math.isfinite(v) for v in (loss, rec, kl)):
-            raise model_dir_lib.GenerativeModelError(
-                f"VAE training diverged at epoch {epoch + 1} (loss {loss}); nothing saved")
-        test = float(np.mean([float(test_rec(x_test[i:i + 100]))
-                              for i in range(0, len(x_test), 100)]))
-        history.append({"epoch": epoch + 1, "loss": loss, "rec": rec, "kl": kl,
-                        "test_rec": test})
-        if verbose:
-            logging.info("VAE epoch %d: loss %.2f rec %.2f kl %.2f test-rec %.2f", epoch + 1,
-                         loss, rec, kl, test)
+    def evaluate():
+        return {"rec": float(np.mean([float(test_rec(x_test[i:i + 100]))
+                                      for i in range(0, len(x_test), 100)]))}
+
+    def images():
+        mu, _ = vae.encode(tf.constant(x_test[:20]))
+        samples = vae.decode(tf.random.stateless_normal((50, cfg.latent_dim), [cfg.seed, 7]))
+        return {"reconstructions.png": reconstruction_grid(x_test[:20], vae.decode(mu), 20),
+                "samples.png": samples.numpy()}
+
     meta = {"kind": "vae", "dataset": cfg.dataset, "image_shape": list(shape),
             "preprocessing": prep.describe(),
             "architecture": {"latent_dim": cfg.latent_dim, "widths": list(cfg.widths)},
-            "training": dict(dataclasses.asdict(cfg), seconds=round(time.time() - t0, 1),
-                             steps=t, history=history)}
-    model_dir_lib.save(cfg.model_dir, vae, meta)
+            "training": dataclasses.asdict(cfg)}
+    logging.info("VAE on %s: %d images, %d epochs x %d steps", cfg.dataset, n, cfg.num_epochs,
+                 steps)
+    meta = trainer.run(vae, opt, step, lambda t: lr_at_epoch(t // steps, cfg.learning_rate),
+                       cfg.num_epochs * steps, steps, cfg.model_dir, meta, evaluate=evaluate,
+                       images=images, verbose=verbose)
     return vae, meta

@@ -107,23 +107,38 @@ def _write_json_atomic(path, obj):
 def generative_model_for(cfg, data):
     """The frozen generative model of an LVAT run, trained first when none is given.
 
-    Without ``--generative_model_dir`` a VAE is trained into LOG_DIR/generative
-    (``vae_num_epochs`` epochs; logged) and reused when the run resumes. A
-    directory trained on another dataset, image shape or preprocessing is
-    refused.
+    Without ``--generative_model_dir`` a VAE (``vae_num_epochs`` epochs) or a
+    Glow (GLOW_DEFAULTS layout, ``glow_train_steps`` steps) is trained into
+    LOG_DIR/generative (logged; resumed if cut off) and reused when the run
+    resumes. A directory trained on another dataset, image shape or
+    preprocessing, or of another kind, is refused.
     """
     from lvat_tf.generative import model_dir as model_dir_lib
-    from lvat_tf.generative.train_vae import VAEConfig, train_vae
 
     kind = methods.get_method(cfg.method).generative
     gen_dir = cfg.generative_model_dir or os.path.join(cfg.log_dir, "generative")
     if not cfg.generative_model_dir and not os.path.isfile(
             os.path.join(gen_dir, model_dir_lib.META)):
-        logging.info("No --generative_model_dir: training a %s for %d epochs into %s", kind,
-                     cfg.vae_num_epochs, gen_dir)
-        train_vae(VAEConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, model_dir=gen_dir,
-                            num_epochs=cfg.vae_num_epochs, seed=cfg.seed,
-                            aug_trans=cfg.aug_trans, tfds_download=cfg.tfds_download))
+        if kind == "vae":
+            from lvat_tf.generative.train_vae import VAEConfig, train_vae
+            logging.info("No --generative_model_dir: training a VAE for %d epochs into %s",
+                         cfg.vae_num_epochs, gen_dir)  # widths: VAE_WIDTHS_DEFAULTS
+            widths = config_lib.VAE_WIDTHS_DEFAULTS.get(cfg.dataset, (128, 256, 512))
+            train_vae(VAEConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, model_dir=gen_dir,
+                                num_epochs=cfg.vae_num_epochs, seed=cfg.seed, widths=widths,
+                                aug_trans=cfg.aug_trans, tfds_download=cfg.tfds_download),
+                      verbose=False)
+        else:
+            from lvat_tf.generative.train_glow import GlowConfig, train_glow
+            arch = config_lib.glow_defaults(cfg.dataset)
+            logging.info("No --generative_model_dir: training a Glow (L=%d, K=%d, width %d) "
+                         "for %s steps into %s", arch["num_levels"], arch["num_steps"],
+                         arch["width"], cfg.glow_train_steps or "upstream's", gen_dir)
+            train_glow(GlowConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, model_dir=gen_dir,
+                                  num_steps=cfg.glow_train_steps, is_aug=cfg.aug_trans,
+                                  num_levels=arch["num_levels"], flow_steps=arch["num_steps"],
+                                  width=arch["width"], seed=cfg.seed,
+                                  tfds_download=cfg.tfds_download), verbose=False)
     model, _ = model_dir_lib.load(gen_dir, expect={
         "kind": kind, "dataset": cfg.dataset, "image_shape": list(data.image_shape),
         "preprocessing": data.preprocessor.describe()})
