@@ -29,7 +29,8 @@ setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8"],
+        # tensorflow-serving-api: the export tests build PredictRequests for the signatures.
+        "test": ["pytest>=8", "tensorflow-serving-api==2.21.0"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
     },
 )

@@ -8,10 +8,14 @@ def test_benchmark_script_rows(tmp_path):
     out = tmp_path / "bench.json"
     p = run_script("benchmark.py", "--model=tiny_mlp", "--dataset=digits", "--batch_size=8",
                    "--ul_batch_size=16", "--steps=2", "--warmup=1",
-                   "--methods=baseline,vat,vat_exact", f"--output={out}")
+                   "--methods=baseline,vat,vat_exact,lvat_vae,lvat_glow", "--vae_widths=8,16,32",
+                   "--glow_levels=2", "--glow_steps=1", "--glow_width=8", f"--output={out}")
     assert p.returncode == 0, p.stderr[-2000:]
     rows = json.load(open(out))
-    assert [r["method"] for r in rows] == ["baseline", "vat", "vat_exact"]
+    assert [r["method"] for r in rows] == ["baseline", "vat", "vat_exact", "lvat_vae",
+                                           "lvat_glow"]
+    assert rows[3]["generative"]["widths"] == [8, 16, 32]
+    assert rows[4]["generative"]["num_steps"] == 1
     for r in rows:
         for k in ("method", "model", "batch_size", "ul_batch_size", "ms_per_step",
                   "images_per_s", "ratio_to_vat", "ratio_to_baseline", "gflop_per_step"):

@@ -1,0 +1,72 @@
+"""Export a finished run's classifier as a TF-Serving SavedModel.
+
+    python run_scripts/export.py --log_dir=runs/digits_lvat --export_dir=export/digits [--version=1]
+
+Writes EXPORT_DIR/<version>/ (signatures ``serving_default``: uint8 images ->
+probabilities, classes; ``logits``: model-input floats -> logits) and
+EXPORT_DIR/<version>/assets.extra/lvat_tf.json (run, checkpoint, test error of
+the exported weights). By default the BN statistics are re-estimated first as
+vat_tf test.py does (so the served model is the one test.py scores);
+--nofinetune_bn exports the checkpoint's moving averages as they are. An
+existing version is never overwritten.
+"""
+import json
+import os
+
+import _common  # noqa: F401
+from absl import app, flags
+
+flags.DEFINE_string("export_dir", None, "TF-Serving model base path; the SavedModel goes to "
+                    "EXPORT_DIR/<version>.")
+flags.DEFINE_integer("version", 1, "Model version (a positive integer; TF-Serving loads the "
+                     "highest).")
+flags.DEFINE_bool("finetune_bn", True, "Re-estimate BN statistics as vat_tf test.py before "
+                  "exporting (the run's finetune_iter/finetune_batch_size).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    _common.no_positional_args(argv)
+    from lvat_tf import config as config_lib
+    from lvat_tf import export
+    from lvat_tf.training import run
+
+    try:
+        if not FLAGS.log_dir:
+            raise config_lib.ConfigError("log_dir", "the run directory to export is required")
+        if not FLAGS.export_dir:
+            raise config_lib.ConfigError("export_dir", "the export base directory is required")
+        if FLAGS.version < 1:
+            raise config_lib.ConfigError("version", f"expected a positive integer, got "
+                                         f"{FLAGS.version}")
+        target = os.path.join(FLAGS.export_dir, str(FLAGS.version))
+        if os.path.exists(target):
+            raise config_lib.ConfigError("version", f"{target} exists; TF-Serving versions are "
+                                         "immutable, give a new --version")
+        cfg, clf, data, ckpt = run.load_trained_classifier(FLAGS.log_dir)
+        if FLAGS.finetune_bn:
+            run.finetune_bn(clf, data, cfg, cfg.seed)
+        correct, n = run.evaluate_classifier(clf, data.x_eval, data.y_eval, 500)
+        path = export.export_classifier(clf, data.preprocessor, data.spec.image_shape,
+                                        FLAGS.export_dir, FLAGS.version)
+    except _common.user_errors() as e:
+        _common.fail(str(e))
+    meta = {"log_dir": os.path.abspath(FLAGS.log_dir), "checkpoint": ckpt,
+            "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model,
+            "raw_image_shape": list(data.spec.image_shape),
+            "preprocessing": data.preprocessor.describe(), "bn_finetuned": FLAGS.finetune_bn,
+            "test_error": 100.0 * (1 - correct / n), "num_test_examples": n,
+            "signatures": {"serving_default": {"inputs": {"images": "uint8 (N,H,W,C)"},
+                                               "outputs": {"probabilities": "float32 (N,K)",
+                                                           "classes": "int64 (N,)"}},
+                           "logits": {"inputs": {"inputs": "float32 model input"},
+                                      "outputs": {"logits": "float32 (N,K)"}}}}
+    os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+    with open(os.path.join(path, "assets.extra", "lvat_tf.json"), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+    print(f"exported {FLAGS.log_dir} to {path} (test error of the exported weights "
+          f"{meta['test_error']:.2f} % on {n} images)")
+
+
+if __name__ == "__main__":
+    app.run(main)
