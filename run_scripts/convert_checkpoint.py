@@ -1,0 +1,51 @@
+"""Convert a vat_tf or LVAT TF1 checkpoint into a run directory of ours.
+
+    python run_scripts/convert_checkpoint.py --upstream=vat_tf --checkpoint=PATH/model.ckpt \
+        --dataset=cifar10 --data_dir=DIR --log_dir=runs/vat_tf_c10
+    python run_scripts/convert_checkpoint.py --upstream=lvat --checkpoint=out/model.ckpt \
+        --dataset=svhn --data_dir=DIR --log_dir=runs/lvat_svhn
+
+Then: test.py --log_dir=OUT, export.py --log_dir=OUT, and (LVAT) train.py
+--generative_model_dir=OUT/generative. --top_bn is read from the checkpoint
+(a ``bfc_*`` top batch norm present or not); the dataset is not recorded by
+upstream and must be given. Optimizer variables (Adam slots, beta powers) are
+recognised and not converted; any other unexpected, missing or mis-shaped
+variable stops the conversion with the names listed.
+"""
+import _common  # noqa: F401
+from absl import app, flags
+
+flags.DEFINE_enum("upstream", None, ["vat_tf", "lvat"], "Which code wrote the checkpoint.")
+flags.DEFINE_string("checkpoint", None, "TF1 checkpoint prefix (model.ckpt) or its directory.")
+flags.DEFINE_string("dataset", None, "Dataset the checkpoint was trained on.")
+flags.DEFINE_string("data_dir", None, "Data directory (as train.py; CIFAR-10's ZCA is fitted "
+                    "on it, test.py evaluates on it).")
+flags.DEFINE_float("epsilon", None, "Recorded in the run's config (upstream does not save it).")
+flags.DEFINE_integer("num_labeled_examples", None, "Recorded in the run's config.")
+flags.DEFINE_bool("tfds_download", True, "Allow tensorflow-datasets downloads.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    _common.no_positional_args(argv)
+    from lvat_tf.config import ConfigError
+    from lvat_tf.upstream import convert
+
+    try:
+        for name in ("upstream", "checkpoint", "dataset", "log_dir"):
+            if not FLAGS[name].value:
+                raise ConfigError(name, "is required")
+        extra = {k: FLAGS[k].value for k in ("epsilon", "num_labeled_examples")
+                 if FLAGS[k].value is not None}
+        summary = convert.convert(FLAGS.checkpoint, FLAGS.upstream, FLAGS.dataset.lower(),
+                                  FLAGS.log_dir, data_dir=FLAGS.data_dir,
+                                  tfds_download=FLAGS.tfds_download, **extra)
+    except _common.user_errors() + (convert.ConvertError,) as e:
+        _common.fail(str(e))
+    print(f"converted {summary['converted']} variables ({summary['method']}) into "
+          f"{FLAGS.log_dir}; {len(summary['skipped_optimizer_variables'])} optimizer variables "
+          "not converted")
+
+
+if __name__ == "__main__":
+    app.run(main)
