@@ -26,6 +26,7 @@ setup(
     description="Virtual / latent-space / manifold adversarial training (VAT, LVAT, MAT) "
                 "for TensorFlow 2 and Keras 3",
     packages=find_packages(include=["lvat_tf", "lvat_tf.*", "flags", "flags.*"]),
+    package_data={"lvat_tf": ["resources/*.json"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={
