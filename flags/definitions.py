@@ -77,7 +77,7 @@ def define_flags(script: str = "train") -> None:
     d.DEFINE_float("bn_stats_decay_factor", U["bn_stats_decay_factor"], "Decay of the BN moving "
                    "averages. [vat_tf]")
     # --- method (vat_tf vat.py) ---
-    d.DEFINE_string("method", U["method"], "baseline | vat | vatent | lvat_vae | lvat_glow (LVAT's "
+    d.DEFINE_string("method", U["method"], "baseline | vat | vatent | lvat_vae | lvat_glow | mat | center_loss (LVAT's "
                     "--method=lvat --ae_type=VAE|Glow maps to lvat_vae | lvat_glow). [vat_tf]")
     d.DEFINE_float("epsilon", None, "L2 norm of the perturbation. Default depends on method and "
                    "dataset: VAT cifar10 10.0 (8.0 with aug), svhn 2.5 (3.5 with aug), mnist and "
@@ -100,6 +100,19 @@ def define_flags(script: str = "train") -> None:
                      "train.py trains it (0 = upstream's schedule). Default depends on the "
                      "dataset: svhn/cifar10 0, mnist/fashion_mnist 1500, digits 300; the flow "
                      "layout follows GLOW_DEFAULTS in lvat_tf/config.py. [ours]")
+    # --- MAT / center loss (MAT paper; no public code) ---
+    d.DEFINE_float("mat_lambda1", None, "MAT: weight of the smoothness term. Default: 0.1, "
+                   "cifar10 0.01 (MAT paper). [ours]")
+    d.DEFINE_float("mat_lambda2", 0.1, "MAT / center loss: weight of the information term "
+                   "(MAT paper 0.1). [ours]")
+    d.DEFINE_enum("mat_covariance", "full", ["full", "diagonal", "identity"], "MAT: covariance "
+                  "of the per-class Gaussians (identity = center loss). [ours]")
+    d.DEFINE_enum("mat_smoothness", "log", ["log", "plain"], "MAT: the paper's mean log S "
+                  "(Eq. 13) or the plain mean S. [ours]")
+    d.DEFINE_float("mat_alpha", 0.99, "MAT: moving-average decay of the covariances "
+                   "(Algorithm 1's alpha; not given in the paper). [ours]")
+    d.DEFINE_float("mat_beta", 0.9, "MAT / center loss: moving-average decay of the means "
+                   "(Algorithm 1's beta; not given in the paper). [ours]")
     # --- optimisation (vat_tf train_semisup.py) ---
     d.DEFINE_integer("batch_size", U["batch_size"], "Labeled batch. [vat_tf]")
     d.DEFINE_integer("ul_batch_size", U["ul_batch_size"], "Unlabeled batch. [vat_tf]")
@@ -148,7 +161,8 @@ _FIELDS = ("dataset", "data_dir", "dataset_seed", "num_labeled_examples", "num_v
            "validation", "aug_trans", "aug_flip", "tfds_download", "model", "keep_prob_hidden",
            "lrelu_a", "top_bn", "bn_stats_decay_factor", "method", "epsilon", "xi",
            "num_power_iterations", "power_iteration", "generative_model_dir",
-           "vae_num_epochs", "glow_train_steps", "batch_size", "ul_batch_size",
+           "vae_num_epochs", "glow_train_steps", "mat_lambda1", "mat_lambda2",
+           "mat_covariance", "mat_smoothness", "mat_alpha", "mat_beta", "batch_size", "ul_batch_size",
            "eval_batch_size", "eval_freq", "num_epochs", "epoch_decay_start",
            "num_iter_per_epoch", "learning_rate", "mom1", "mom2", "log_dir", "seed",
            "num_eval_examples", "finetune_batch_size", "finetune_iter")

@@ -142,6 +142,13 @@ class Config:
     generative_model_dir: str | None = None
     vae_num_epochs: int | None = None
     glow_train_steps: int | None = None
+    # MAT / center loss (MAT paper; README "MAT" for the choices)
+    mat_lambda1: float | None = None
+    mat_lambda2: float = 0.1
+    mat_covariance: str = "full"
+    mat_smoothness: str = "log"
+    mat_alpha: float = 0.99
+    mat_beta: float = 0.9
     # optimisation (vat_tf train_semisup.py)
     batch_size: int = 32
     ul_batch_size: int = 128
@@ -190,7 +197,9 @@ def default_epsilon(method: str, dataset: str, augmented: bool) -> float:
 
     spec = methods.get_method(method)
     if spec.epsilon_defaults is not None:
-        return spec.epsilon_defaults(dataset, augmented)
+        eps = spec.epsilon_defaults(dataset, augmented)
+        if eps is not None:
+            return eps
     return VAT_EPSILON.get((dataset, augmented), VAT_EPSILON_FLAG_DEFAULT)
 
 
@@ -237,6 +246,9 @@ def make_config(script: str = "train", **values) -> Config:
         resolved["epsilon"] = default_epsilon(cfg.method, cfg.dataset, augmented)
     if cfg.vae_num_epochs is None:
         resolved["vae_num_epochs"] = VAE_EPOCHS_DEFAULTS.get(cfg.dataset, 10)
+    if cfg.mat_lambda1 is None:
+        from lvat_tf.regularizers.methods import MAT_LAMBDA1
+        resolved["mat_lambda1"] = MAT_LAMBDA1.get(cfg.dataset, 0.1)
     if cfg.glow_train_steps is None:
         resolved["glow_train_steps"] = glow_defaults(cfg.dataset)["train_steps"]
     if cfg.eval_batch_size is None:
@@ -306,6 +318,20 @@ def validate(cfg: Config, data_registry, model_registry) -> None:
         if cfg.num_labeled_examples + cfg.num_valid_examples > spec.num_train:
             raise ConfigError("num_valid_examples", "labeled + validation examples exceed the "
                               "training set")
+    from lvat_tf.regularizers.mat import COVARIANCES, SMOOTHNESS
+    if cfg.mat_covariance not in COVARIANCES:
+        raise ConfigError("mat_covariance", f"expected one of {'|'.join(COVARIANCES)}, got "
+                          f"{cfg.mat_covariance!r}")
+    if cfg.mat_smoothness not in SMOOTHNESS:
+        raise ConfigError("mat_smoothness", f"expected one of {'|'.join(SMOOTHNESS)}, got "
+                          f"{cfg.mat_smoothness!r}")
+    for name in ("mat_lambda1", "mat_lambda2"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(name, f"expected >= 0, got {getattr(cfg, name)}")
+    for name in ("mat_alpha", "mat_beta"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ConfigError(name, f"expected a moving-average decay in [0, 1), got "
+                              f"{getattr(cfg, name)}")
     if cfg.glow_train_steps < 0:
         raise ConfigError("glow_train_steps", f"expected 0 (upstream schedule) or >= 1, got "
                           f"{cfg.glow_train_steps}")

@@ -157,3 +157,50 @@ class MLP(Classifier):
         cfg.update(hidden=self.hidden, num_classes=self.num_classes, top_bn=self.use_top_bn,
                    bn_decay=self.bn_decay)
         return cfg
+
+
+@keras.saving.register_keras_serializable("lvat_tf")
+class LeNetPP(Classifier):
+    """Lenet++ of the center-loss paper (Wen et al., 2016), as used by the MAT paper.
+
+    Three stages of two 5x5 convs (SAME, with bias) + PReLU, each followed by a
+    2x2 max-pool (stride 2): widths 32, 64, 128; flatten; a dense layer to a
+    ``embedding_dim``-d embedding (2 for the paper's Fig. 2 plots) with PReLU;
+    a dense layer to the logits. No batch norm and no dropout (``bn_mode`` and
+    ``dropout_seed`` are accepted and ignored). Features = the embedding.
+    """
+
+    def __init__(self, widths=(32, 64, 128), embedding_dim=2, num_classes=10, **kwargs):
+        super().__init__(**kwargs)
+        self.widths, self.embedding_dim = tuple(widths), int(embedding_dim)
+        self.num_classes = num_classes
+        self.convs = [keras.layers.Conv2D(w, 5, padding="same", name=f"conv{s + 1}_{k + 1}")
+                      for s, w in enumerate(self.widths) for k in range(2)]
+        self.prelus = [keras.layers.PReLU(shared_axes=[1, 2], name=f"prelu{s + 1}_{k + 1}")
+                       for s in range(len(self.widths)) for k in range(2)]
+        self.embed = keras.layers.Dense(self.embedding_dim, name="embedding")
+        self.embed_prelu = keras.layers.PReLU(name="prelu_embedding")
+        self.fc = keras.layers.Dense(num_classes, name="fc")
+
+    def _forward(self, x, bn_mode, dropout_seed, dropout_masks=None):
+        h = x
+        for i, (conv, act) in enumerate(zip(self.convs, self.prelus)):
+            h = act(conv(h))
+            if i % 2 == 1:
+                h = tf.nn.max_pool2d(h, 2, 2, padding="VALID")
+        feats = self.embed_prelu(self.embed(tf.reshape(h, [tf.shape(h)[0], -1])))
+        return feats, self.fc(feats)
+
+    def check_input_shape(self, shape):
+        h, w = shape[:2]
+        for _ in self.widths:
+            h, w = h // 2, w // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"images of shape {tuple(shape)} are too small for Lenet++ "
+                             f"({len(self.widths)} 2x2 max-pools)")
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(widths=self.widths, embedding_dim=self.embedding_dim,
+                   num_classes=self.num_classes)
+        return cfg

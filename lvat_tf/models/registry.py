@@ -6,7 +6,7 @@ tests live beside the real ones.
 """
 from typing import Callable, Dict
 
-from lvat_tf.models.classifiers import MLP, ConvNet
+from lvat_tf.models.classifiers import MLP, ConvNet, LeNetPP
 
 _BUILDERS: Dict[str, Callable] = {}
 
@@ -58,6 +58,19 @@ register("conv_small")(_conv(((96,) * 3, (192,) * 3), (192, 192, 192), "conv_sma
 register("conv_small_svhn")(_conv(((64,) * 3, (128,) * 3), (128, 128, 128), "conv_small_svhn"))
 # VAT paper's MNIST MLP 784-1200-600-300-150-10 with BN.
 register("mlp")(_mlp((1200, 600, 300, 150), "mlp"))
+# Lenet++ (center-loss paper; MAT paper's MNIST model), 2-d embedding.
+@register("lenet_pp")
+def _lenet_pp(num_classes, keep_prob_hidden, lrelu_a, top_bn, bn_decay):
+    del keep_prob_hidden, lrelu_a, top_bn, bn_decay  # no dropout, PReLU, no BN
+    return LeNetPP(num_classes=num_classes, name="lenet_pp")
+
+
 # Test-only tiny variants: same code paths, a few thousand parameters.
 register("tiny_cnn")(_conv(((8,), (16,)), (16, 16, 8), "tiny_cnn"))
 register("tiny_mlp")(_mlp((32, 16), "tiny_mlp"))
+
+
+@register("tiny_lenet_pp")
+def _tiny_lenet_pp(num_classes, keep_prob_hidden, lrelu_a, top_bn, bn_decay):
+    del keep_prob_hidden, lrelu_a, top_bn, bn_decay
+    return LeNetPP(widths=(4, 8), num_classes=num_classes, name="tiny_lenet_pp")

@@ -21,6 +21,7 @@ class MethodSpec:
       input_scaling: ``vat`` ((x - 127.5) / 255, vat_tf) or ``unit`` (x / 255,
         LVAT, whose generative models need [0, 1]).
       generative: the generative model kind the method perturbs ("vae", "glow"), or None.
+      needs_features: the method models the classifier's last hidden layer (MAT).
     """
 
     name: str
@@ -30,6 +31,7 @@ class MethodSpec:
     uses_unlabeled: bool = True
     input_scaling: str = "vat"
     generative: Optional[str] = None
+    needs_features: bool = False
 
 
 _METHODS: Dict[str, MethodSpec] = {}
@@ -50,13 +52,24 @@ def get_method(name: str) -> MethodSpec:
     return _METHODS[name]
 
 
-def build_regularizers(cfg, generative_model=None) -> list:
-    """The method's regularisers; ``generative_model`` is the loaded (frozen) VAE for LVAT."""
+def build_regularizers(cfg, generative_model=None, feature_dim=None, num_classes=None) -> list:
+    """The method's regularisers.
+
+    Args:
+      cfg: the run config.
+      generative_model: the loaded (frozen) VAE / Glow for LVAT methods.
+      feature_dim, num_classes: the classifier's feature size and classes
+        (methods with ``needs_features``: MAT, center loss).
+    """
     spec = get_method(cfg.method)
     if spec.generative:
         if generative_model is None:
             raise ValueError(f"method {cfg.method} needs a generative model")
         return spec.build(cfg, generative_model)
+    if spec.needs_features:
+        if feature_dim is None or num_classes is None:
+            raise ValueError(f"method {cfg.method} needs the classifier's feature size")
+        return spec.build(cfg, feature_dim, num_classes)
     return spec.build(cfg)
 
 
@@ -113,3 +126,27 @@ register(MethodSpec("lvat_glow", _lvat_glow, "CE + VAT in the latent space (y, z
                     "Glow (LVAT-Glow)",
                     epsilon_defaults=lambda ds, aug: LVAT_GLOW_EPSILON.get(ds, 1.0),
                     input_scaling="unit", generative="glow"))
+
+
+#: MAT paper: sigma = 2 (MNIST), 20 (CIFAR-10); lambda1 = 0.1 (MNIST), 0.01
+#: (CIFAR-10); lambda2 = 0.1. Elsewhere sigma falls back to the VAT table.
+MAT_EPSILON = {"mnist": 2.0, "cifar10": 20.0}
+MAT_LAMBDA1 = {"cifar10": 0.01}
+
+
+def _mat(cfg, feature_dim, num_classes, center_only=False):
+    from lvat_tf.regularizers.mat import MAT, GaussianMixture
+    gmm = GaussianMixture(num_classes, feature_dim,
+                          covariance="identity" if center_only else cfg.mat_covariance,
+                          alpha=cfg.mat_alpha, beta=cfg.mat_beta, name="gmm")
+    return [MAT(gmm, lambda1=0.0 if center_only else cfg.mat_lambda1,
+                lambda2=cfg.mat_lambda2, smoothness=cfg.mat_smoothness,
+                name="center_loss" if center_only else "mat_loss", **_search(cfg))]
+
+
+register(MethodSpec("mat", _mat, "CE + MAT: output + Gaussian-mixture manifold smoothness "
+                    "under the adversarial r, + the information regulariser",
+                    epsilon_defaults=lambda ds, aug: MAT_EPSILON.get(ds), needs_features=True))
+register(MethodSpec("center_loss", lambda cfg, d, m: _mat(cfg, d, m, center_only=True),
+                    "CE + center loss (MAT's information term with identity covariance)",
+                    uses_unlabeled=False, needs_features=True))

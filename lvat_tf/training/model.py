@@ -42,6 +42,10 @@ class SSLModel(keras.Model):
         self.xe_tracker = keras.metrics.Mean(name="xe_loss")
         self.acc_tracker = keras.metrics.Mean(name="accuracy")
         self.reg_trackers = {r.name: keras.metrics.Mean(name=r.name) for r in self.regularizers}
+        # Regularisers with a labeled-batch term (MAT's information term).
+        for r in self.regularizers:
+            if hasattr(r, "labeled_loss"):
+                self.reg_trackers[r.name + "_info"] = keras.metrics.Mean(name=r.name + "_info")
 
     @property
     def metrics(self):
@@ -58,7 +62,11 @@ class SSLModel(keras.Model):
                 fold_seed(base, _SALT_REG))
 
     def compute_losses(self, data, tape=None):
-        """Returns (total, xe, labeled logits, {name: loss}).
+        """Returns (total, xe, labeled logits, {name: loss}); see :meth:`_step_losses`."""
+        return self._step_losses(data, tape)[:4]
+
+    def _step_losses(self, data, tape=None):
+        """Returns (total, xe, labeled logits, {name: loss}, labeled features).
 
         Args:
           data: the step's batch dict.
@@ -68,35 +76,50 @@ class SSLModel(keras.Model):
         """
         no_record = tape.stop_recording if tape is not None else contextlib.nullcontext
         seed_l, seed_u, seed_r = self.step_seeds()
-        logits_l = self.classifier(data["x_l"], bn_mode="update", dropout_seed=seed_l)
+        labeled_regs = [r for r in self.regularizers if hasattr(r, "labeled_loss")]
+        feats_l, logits_l = self.classifier(data["x_l"], bn_mode="update", dropout_seed=seed_l,
+                                            return_features=True)
         xe = cross_entropy(logits_l, data["y_l"])
         total = xe
         reg_losses = {}
-        if self.regularizers:
+        for reg in labeled_regs:
+            loss = reg.labeled_loss(feats_l, data["y_l"])
+            reg_losses[reg.name + "_info"] = loss
+            total = total + loss
+        unlabeled_regs = [r for r in self.regularizers if getattr(r, "uses_unlabeled", True)]
+        if unlabeled_regs:
             x_u = data["x_u"]
 
-            def forward(x):
-                return self.classifier(x, bn_mode="batch", dropout_seed=seed_u)
+            def forward(x, features=False):
+                return self.classifier(x, bn_mode="batch", dropout_seed=seed_u,
+                                       return_features=features)
 
-            if any(r.needs_clean_grad for r in self.regularizers):
-                clean = forward(x_u)
-            else:
-                with no_record():
-                    clean = forward(x_u)
+            want_feats = any(getattr(r, "needs_features", False) for r in unlabeled_regs)
+            grad_clean = any(r.needs_clean_grad for r in unlabeled_regs)
+            with (contextlib.nullcontext() if grad_clean else no_record()):
+                feats_u, clean = forward(x_u, features=True) if want_feats \
+                    else (None, forward(x_u))
             for i, reg in enumerate(self.regularizers):
+                if reg not in unlabeled_regs:
+                    continue
+                extra = ({"clean_features": tf.stop_gradient(feats_u)}
+                         if getattr(reg, "needs_features", False) else {})
                 loss, _ = reg(forward, x_u, clean if reg.needs_clean_grad
                               else tf.stop_gradient(clean), fold_seed(seed_r, i),
-                              no_record=no_record)
+                              no_record=no_record, **extra)
                 reg_losses[reg.name] = loss
                 total = total + loss
-        return total, xe, logits_l, reg_losses
+        return total, xe, logits_l, reg_losses, feats_l
 
     def train_step(self, data):
         variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
-            total, xe, logits_l, reg_losses = self.compute_losses(data, tape)
+            total, xe, logits_l, reg_losses, feats_l = self._step_losses(data, tape)
         grads = tape.gradient(total, variables)
         self.optimizer.apply(grads, variables)
+        for reg in self.regularizers:
+            if hasattr(reg, "update_state"):  # e.g. MAT's mixture, after the update
+                reg.update_state(tf.stop_gradient(feats_l), data["y_l"])
         self._update_metrics(total, xe, logits_l, data["y_l"], reg_losses)
         return {m.name: m.result() for m in self.metrics}
 

@@ -64,7 +64,7 @@ def _by_path(variables, what):
     return out
 
 
-def make_checkpoint(classifier, optimizer=None, directory=None, max_to_keep=3):
+def make_checkpoint(classifier, optimizer=None, directory=None, max_to_keep=3, extra=None):
     """A tf.train checkpoint of every classifier and optimizer variable, keyed by path.
 
     Variables are listed explicitly (rather than through Keras' object graph,
@@ -73,11 +73,15 @@ def make_checkpoint(classifier, optimizer=None, directory=None, max_to_keep=3):
 
     Returns:
       (checkpoint, manager or None, epoch variable).
+
+    ``extra``: {key: variable} of further state to save (regularisers).
     """
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     parts = {"classifier": _by_path(classifier.variables, "classifier"), "epoch": epoch}
     if optimizer is not None:
         parts["optimizer"] = _by_path(optimizer.variables, "optimizer")
+    if extra:  # regulariser state, e.g. MAT's Gaussian mixture
+        parts["regularizers"] = dict(extra)
     ckpt = tf.train.Checkpoint(**parts)
     manager = (tf.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep)
                if directory else None)
@@ -205,18 +209,23 @@ def train_and_evaluate(cfg, verbose="auto"):
 
     spec = methods.get_method(cfg.method)
     generative = generative_model_for(cfg, data) if spec.generative else None
-    regs = methods.build_regularizers(cfg, generative)
+    clf = build_classifier(cfg, data.spec, data.image_shape)
+    feats, _ = clf(tf.zeros((2,) + tuple(data.image_shape)), bn_mode="moving",
+                   return_features=True)
+    regs = methods.build_regularizers(cfg, generative, feature_dim=int(feats.shape[-1]),
+                                      num_classes=data.spec.num_classes)
     if cfg.power_iteration == "finite_difference" and regs and cfg.method in ("vat", "vatent"):
         msg = xi_resolution_warning(cfg.xi, data.image_shape, data.input_abs_max)
         if msg:
             logging.warning(msg)
 
-    clf = build_classifier(cfg, data.spec, data.image_shape)
     model = SSLModel(clf, regs, seed=cfg.seed)
     opt = UpstreamAdam(learning_rate=cfg.learning_rate, beta_1=cfg.mom1)
     model.compile(optimizer=opt)
     opt.build(clf.trainable_variables)
-    ckpt, manager, epoch_var = make_checkpoint(clf, opt, os.path.join(cfg.log_dir, "checkpoints"))
+    state = {f"{i}/{v.path}": v for i, r in enumerate(regs) for v in getattr(r, "variables", [])}
+    ckpt, manager, epoch_var = make_checkpoint(clf, opt, os.path.join(cfg.log_dir, "checkpoints"),
+                                               extra=state)
     initial_epoch = 0
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -239,7 +248,7 @@ def train_and_evaluate(cfg, verbose="auto"):
     evaluator = cb.PeriodicEval(eval_ds, cfg.eval_freq, cfg.num_epochs, test_writer,
                                 "valid" if cfg.validation else "test")
     callbacks = [schedule, guard, evaluator, cb.ScalarLogger(train_writer, schedule),
-                 cb.Checkpointer(manager, epoch_var, guard, clf.variables)]
+                 cb.Checkpointer(manager, epoch_var, guard, clf.variables + list(state.values()))]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     t_fit = time.time()

@@ -1,0 +1,252 @@
+"""MAT: manifold adversarial training (Zhang, Huang, Zhu, Liu; no public code) and center loss.
+
+The classifier's last hidden layer f(x) is modelled by a Gaussian mixture with
+one component per class, means mu_j and covariances Sigma_j estimated from the
+labeled batch's features by moving averages (Algorithm 1, lines 10-13), a
+uniform prior over components. From it:
+
+* information regulariser I = mean_i log N(f(x_i) | mu_{y_i}, Sigma_{y_i})
+  on the labeled batch (Eq. 8); with identity covariance it is center loss up
+  to a constant (Proposition III.1), ``--method=center_loss``;
+* manifold smoothness M_KL(x) = KL(q(.|f(x)) || q(.|f(x + r))), q(c|z) the
+  mixture's posterior over components (the paper's coordinates u_1..u_M,
+  normalised); output smoothness L_KL as in VAT; S = L_KL + M_KL;
+* r maximises S by the power iteration (xi, sigma = ``--epsilon``). S is one
+  KL: that between the product distributions p(y|x) x q(c|f(x)), whose
+  logits are the outer sums logit_y + logit_c, so the VAT power iteration
+  (both modes) runs on it unchanged;
+* objective (Eq. 13): CE + lambda1 * smoothness - lambda2 * I, the smoothness
+  term being the paper's mean_i log S_i (``--mat_smoothness=log``) or the
+  plain mean_i S_i (``plain``).
+
+Choices where the paper is silent or ambiguous (README, "MAT"):
+* Algorithm 1 averages ``X^T X / N``; we average the *centred* class scatter
+  (a covariance, not a second moment), and a class seen for the first time
+  starts from its batch mean and ``alpha * I + (1 - alpha) * scatter``.
+* Conditioning: the covariance used is ``Sigma + (ridge * tr(Sigma)/D + 1e-6) I``
+  (full), ``max(var, ridge * mean(var) + 1e-6)`` (diagonal); ridge = 1e-2.
+* log S_i uses ``log(S_i + 1e-8)``: S_i is 0 where the perturbation changes
+  nothing (e.g. an untrained mixture).
+* The mixture statistics use the labeled batch's features of the step,
+  gradient-stopped, after the parameter update (Algorithm 1 line 10).
+"""
+import contextlib
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+
+from lvat_tf.losses import kl_divergence_with_logits, logsoftmax
+from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
+
+COVARIANCES = ("full", "diagonal", "identity")
+SMOOTHNESS = ("log", "plain")
+RIDGE = 1e-2
+
+
+class GaussianMixture(keras.layers.Layer):
+    """Per-class Gaussian mixture over features, updated by moving averages.
+
+    Args:
+      num_components: M (the number of classes).
+      dim: D, the feature size.
+      covariance: ``full`` (M, D, D), ``diagonal`` (M, D) or ``identity``.
+      alpha: moving-average decay of the covariances (Algorithm 1 line 12).
+      beta: moving-average decay of the means (line 13).
+    """
+
+    def __init__(self, num_components: int, dim: int, covariance: str = "full",
+                 alpha: float = 0.9, beta: float = 0.9, **kwargs):
+        super().__init__(**kwargs)
+        if covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+        self.m, self.d, self.covariance = int(num_components), int(dim), covariance
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.means = self.add_weight(shape=(self.m, self.d), initializer="zeros",
+                                     trainable=False, name="means")
+        cov_shape = {"full": (self.m, self.d, self.d), "diagonal": (self.m, self.d),
+                     "identity": (self.m, self.d)}[covariance]
+        init = (keras.initializers.Constant(tf.eye(self.d, batch_shape=[self.m]).numpy())
+                if covariance == "full" else "ones")
+        self.covs = self.add_weight(shape=cov_shape, initializer=init, trainable=False,
+                                    name="covariances")
+        self.seen = self.add_weight(shape=(self.m,), initializer="zeros", trainable=False,
+                                    name="seen")
+
+    # -- statistics -----------------------------------------------------------
+    def batch_statistics(self, z, y):
+        """(counts (M,), class means (M, D), class scatters) of a labeled batch."""
+        onehot = tf.one_hot(tf.cast(y, tf.int32), self.m, dtype=z.dtype)
+        counts = tf.reduce_sum(onehot, 0)
+        safe = tf.maximum(counts, 1.0)
+        means = tf.matmul(onehot, z, transpose_a=True) / safe[:, None]
+        diff = z - tf.gather(means, tf.cast(y, tf.int32))
+        if self.covariance == "full":
+            scatter = tf.einsum("bm,bd,be->mde", onehot, diff, diff) / safe[:, None, None]
+        else:
+            scatter = tf.matmul(onehot, tf.square(diff), transpose_a=True) / safe[:, None]
+        return counts, means, scatter
+
+    def update(self, z, y):
+        """One moving-average step from a labeled batch (features gradient-stopped)."""
+        if self.covariance == "identity":
+            cov_ident = True
+        else:
+            cov_ident = False
+        z = tf.stop_gradient(z)
+        counts, means, scatter = self.batch_statistics(z, y)
+        present = counts > 0
+        first = tf.logical_and(present, self.seen < 0.5)
+        mean_new = tf.where(first[:, None], means,
+                            self.beta * self.means + (1 - self.beta) * means)
+        self.means.assign(tf.where(present[:, None], mean_new, self.means))
+        if not cov_ident:
+            eye = (tf.eye(self.d, batch_shape=[self.m]) if self.covariance == "full"
+                   else tf.ones((self.m, self.d)))
+            start = self.alpha * eye + (1 - self.alpha) * scatter
+            moved = self.alpha * self.covs + (1 - self.alpha) * scatter
+            cov_new = tf.where(self._expand(first), start, moved)
+            self.covs.assign(tf.where(self._expand(present), cov_new, self.covs))
+        self.seen.assign(tf.where(present, tf.ones_like(self.seen), self.seen))
+
+    def _expand(self, mask):
+        return mask[:, None, None] if self.covariance == "full" else mask[:, None]
+
+    def conditioned_covariance(self):
+        """The covariance actually used (see module docstring), per component."""
+        if self.covariance == "full":
+            tr = tf.linalg.trace(self.covs) / self.d
+            jitter = RIDGE * tr + 1e-6
+            return self.covs + jitter[:, None, None] * tf.eye(self.d, batch_shape=[self.m])
+        if self.covariance == "diagonal":
+            floor = RIDGE * tf.reduce_mean(self.covs, axis=1, keepdims=True) + 1e-6
+            return tf.maximum(self.covs, floor)
+        return tf.ones((self.m, self.d))
+
+    # -- densities ------------------------------------------------------------
+    def log_prob(self, z):
+        """log N(z | mu_j, Sigma_j) for every component: (B, D) -> (B, M)."""
+        diff = z[:, None, :] - self.means[None]  # (B, M, D)
+        log2pi = self.d * math.log(2 * math.pi)
+        if self.covariance == "full":
+            chol = tf.linalg.cholesky(self.conditioned_covariance())  # (M, D, D)
+            sol = tf.linalg.triangular_solve(
+                tf.broadcast_to(chol[None], [tf.shape(z)[0], self.m, self.d, self.d]),
+                diff[..., None], lower=True)[..., 0]
+            maha = tf.reduce_sum(tf.square(sol), -1)
+            logdet = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)), -1)
+        else:
+            var = self.conditioned_covariance()
+            maha = tf.reduce_sum(tf.square(diff) / var[None], -1)
+            logdet = tf.reduce_sum(tf.math.log(var), -1)
+        return -0.5 * (maha + logdet[None] + log2pi)
+
+    def posterior_logits(self, z):
+        """Logits of q(c|z) (uniform prior): log N(z|mu_c, Sigma_c), (B, M)."""
+        return self.log_prob(z)
+
+
+def information(gmm: GaussianMixture, z, y):
+    """I = mean_i log N(z_i | mu_{y_i}, Sigma_{y_i}) (Eq. 8, as a batch mean)."""
+    lp = gmm.log_prob(z)
+    return tf.reduce_mean(tf.gather(lp, tf.cast(y, tf.int32), batch_dims=1))
+
+
+def center_loss(means, z, y):
+    """Center loss (Wen et al.): 0.5 * mean_i ||z_i - c_{y_i}||^2."""
+    return 0.5 * tf.reduce_mean(tf.reduce_sum(
+        tf.square(z - tf.gather(means, tf.cast(y, tf.int32))), -1))
+
+
+def joint_logits(logits, mixture_logits):
+    """Logits of p(y) x q(c) as (B, K*M): KL of these = KL(p) + KL(q)."""
+    b = tf.shape(logits)[0]
+    out = logsoftmax(logits)[:, :, None] + logsoftmax(mixture_logits)[:, None, :]
+    return tf.reshape(out, [b, -1])
+
+
+def per_sample_kl(q_logits, p_logits):
+    """KL(q || p) per example from logits, (B,)."""
+    q = tf.nn.softmax(q_logits)
+    return tf.reduce_sum(q * (logsoftmax(q_logits) - logsoftmax(p_logits)), 1)
+
+
+def mat_perturbation(forward, gmm, x, clean_logits, clean_features, d_init, epsilon, xi=1e-6,
+                     num_power_iterations=1, mode="finite_difference"):
+    """(clean joint logits (B, K*M), r (B, ...)): r maximises S = L_KL + M_KL, ||r|| = epsilon.
+
+    Args:
+      forward: ``forward(x, features=True) -> (features, logits)``.
+      gmm: the :class:`GaussianMixture`.
+      x: (B, ...) inputs; clean_logits (B, K), clean_features (B, D) at x.
+      d_init: the random start, x's shape.
+    """
+    clean = tf.stop_gradient(joint_logits(clean_logits, gmm.posterior_logits(clean_features)))
+
+    def joint(r):
+        f, lg = forward(x + r, features=True)
+        return joint_logits(lg, gmm.posterior_logits(f))
+
+    g = power_iteration(joint, clean, d_init, xi=xi, num_iterations=num_power_iterations,
+                        mode=mode)
+    return clean, tf.stop_gradient(scale_to_epsilon(g, epsilon))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MAT:
+    """The MAT regulariser (and, with ``lambda1 = 0`` and identity covariance, center loss).
+
+    ``forward(x, features=True)`` must return (features, logits); the labeled
+    pass's features reach :meth:`labeled_loss` and :meth:`update_state`.
+    """
+
+    gmm: GaussianMixture
+    epsilon: float
+    lambda1: float = 0.1
+    lambda2: float = 0.1
+    smoothness: str = "log"
+    xi: float = 1e-6
+    num_power_iterations: int = 1
+    power_iteration: str = "finite_difference"
+    name: str = "mat_loss"
+    needs_clean_grad: bool = False
+    needs_features: bool = True
+
+    @property
+    def uses_unlabeled(self):
+        return self.lambda1 > 0
+
+    @property
+    def variables(self):
+        return list(self.gmm.variables)
+
+    def labeled_loss(self, feats_l, y_l):
+        """-lambda2 * I on the labeled batch (center loss for identity covariance)."""
+        if self.lambda2 == 0:
+            return tf.constant(0.0)
+        if self.gmm.covariance == "identity":
+            # = -I up to the constant D/2 log(2 pi): Proposition III.1.
+            return self.lambda2 * center_loss(self.gmm.means, feats_l, y_l)
+        return -self.lambda2 * information(self.gmm, feats_l, y_l)
+
+    def update_state(self, feats_l, y_l):
+        self.gmm.update(feats_l, y_l)
+
+    def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext,
+                 clean_features=None):
+        if self.lambda1 == 0:
+            return tf.constant(0.0), {self.name: tf.constant(0.0)}
+        with no_record():
+            if clean_features is None:
+                clean_features, clean_logits = forward(x, features=True)
+            d = tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
+            clean, r = mat_perturbation(forward, self.gmm, x, clean_logits, clean_features, d,
+                                        self.epsilon, self.xi, self.num_power_iterations,
+                                        self.power_iteration)
+        f, lg = forward(x + r, features=True)
+        s = per_sample_kl(clean, joint_logits(lg, self.gmm.posterior_logits(f)))  # L_KL + M_KL
+        term = tf.reduce_mean(tf.math.log(s + 1e-8)) if self.smoothness == "log" \
+            else tf.reduce_mean(s)
+        loss = self.lambda1 * term
+        return loss, {self.name: loss, "smoothness": tf.reduce_mean(s)}
