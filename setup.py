@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "scipy>=1.11",          # SVHN .mat files
     "scikit-learn>=1.3",    # the embedded digits dataset
+    "matplotlib>=3.8",      # robustness curves, embedding plots (Agg backend, no display)
 ]
 
 setup(

@@ -118,3 +118,35 @@ def test_runs_train_and_checkpoint_the_mixture(tmp_path, method):
     means = [tf.train.load_variable(ckpt, n) for n in names
              if n.startswith("regularizers/") and "means" in n and "OPTIMIZER" not in n][0]
     assert np.abs(means).sum() > 0  # the mixture was updated from labeled features
+
+
+def test_attack_norms():
+    from lvat_tf.robustness import attack_perturbation
+    keras.utils.set_random_seed(1)
+    clf = registry.build("tiny_cnn", keep_prob_hidden=1.0)
+    x = tf.random.uniform((4, 16, 16, 3))
+    y = tf.constant([0, 1, 2, 3])
+    clf(x)
+    r = attack_perturbation(clf, x, y, 0.1, "fgsm")
+    np.testing.assert_allclose(tf.reduce_max(tf.abs(r), axis=[1, 2, 3]).numpy(), 0.1, rtol=1e-6)
+    r = attack_perturbation(clf, x, y, 2.0, "l2")
+    np.testing.assert_allclose(per_sample_l2(r).numpy(), 2.0, rtol=1e-5)
+
+
+def test_evaluate_robustness_script_and_embedding(tmp_path):
+    from conftest import run_script
+    cfg = tiny_config(str(tmp_path / "run"), method="center_loss", model="tiny_lenet_pp",
+                      num_epochs=2, epoch_decay_start=2, num_iter_per_epoch=20)
+    run.train_and_evaluate(cfg, verbose=0)
+    p = run_script("evaluate_robustness.py", f"--log_dir={tmp_path / 'run'}", "--attack=l2",
+                   "--epsilons=0,1,4", "--embedding", f"--output_dir={tmp_path / 'out'}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = __import__("json").load(open(tmp_path / "out" / "robustness_l2.json"))
+    acc = list(res["runs"].values())[0]["accuracy"]
+    assert acc[1] <= acc[0] and acc[2] <= acc[0]  # attacks never help a trained model
+    for name in ("robustness_l2.png", "embedding_run.png"):
+        img = tf.io.decode_png(tf.io.read_file(str(tmp_path / "out" / name)))
+        assert img.shape[0] > 100 and img.shape[1] > 100
+    p = run_script("evaluate_robustness.py", f"--log_dir={tmp_path / 'run'}",
+                   "--epsilons=a,b", f"--output_dir={tmp_path / 'out'}")
+    assert p.returncode != 0 and "--epsilons" in p.stderr and "Traceback" not in p.stderr
