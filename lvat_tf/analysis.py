@@ -1,0 +1,212 @@
+"""The LVAT paper's figures from finished runs (``run_scripts/analyze.py``).
+
+* Fig. 5: histograms of the per-example consistency cost KL(p(y|x) || p(y|x_adv));
+* Fig. 6: histograms of ||x - x_adv||_2;
+* Fig. 7: image grids: x, Dec(Enc(x)), x_adv (LVAT) and x + r_vat (VAT);
+* Fig. 8: histograms of the reconstruction error ||x - Dec(Enc(x))||_2 (LVAT);
+* learning curves read back from the runs' TensorBoard logs;
+* ``index.html`` showing them.
+
+Every run is analysed with its own method's perturbation (LVAT-VAE / LVAT-Glow
+in the latent space, VAT in input space; baseline / MAT runs with the VAT
+direction at their epsilon), the classifier in inference mode, on a fixed
+subset of the test set.
+"""
+import glob
+import html
+import os
+from typing import Dict, List
+
+import numpy as np
+import tensorflow as tf
+
+from lvat_tf.regularizers import methods
+from lvat_tf.regularizers.mat import per_sample_kl
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def run_perturbations(log_dir: str, num_examples: int = 500, seed: int = 0) -> dict:
+    """Loads a finished run and computes x, x_adv, costs (and reconstructions for LVAT).
+
+    Returns:
+      dict with ``label``, ``method``, ``x`` (N, H, W, C) model input, ``x_adv``,
+      ``cost`` (N,) per-example KL, ``dist`` (N,) ||x - x_adv||, and for LVAT
+      ``x_rec`` and ``rec_err`` (N,); ``display_offset`` maps inputs to [0, 1].
+    """
+    from lvat_tf.generative import model_dir as model_dir_lib
+    from lvat_tf.regularizers.lvat import lvat_glow_perturbation, lvat_vae_perturbation
+    from lvat_tf.regularizers.vat import virtual_adversarial_perturbation
+    from lvat_tf.training import run
+
+    cfg, clf, data, _ = run.load_trained_classifier(log_dir)
+    x = tf.constant(data.x_eval[:num_examples])
+    spec = methods.get_method(cfg.method)
+
+    def forward(v):
+        return clf(v, bn_mode="moving")
+
+    clean = forward(x)
+    rng = tf.random.Generator.from_seed(seed)
+    out = {"label": f"{os.path.basename(os.path.normpath(log_dir))} ({cfg.method})",
+           "method": cfg.method, "x": x.numpy(),
+           "display_offset": 0.0 if spec.input_scaling == "unit" else 0.5}
+    if spec.generative:
+        gen_dir = cfg.generative_model_dir or os.path.join(log_dir, "generative")
+        gen, _ = model_dir_lib.load(gen_dir)
+        if spec.generative == "vae":
+            d = rng.normal([x.shape[0], gen.latent_dim])
+            z, r = lvat_vae_perturbation(forward, gen, x, clean, d, cfg.epsilon, cfg.xi,
+                                         cfg.num_power_iterations, cfg.power_iteration)
+            x_rec, x_adv = gen.decode(z), gen.decode(z + r)
+        else:
+            (hy, wy, cy), (hz, wz, cz) = gen.latent_shapes
+            d = [rng.normal([x.shape[0], hy, wy, cy]), rng.normal([x.shape[0], hz, wz, cz])]
+            (y, z), (r_y, r_z) = lvat_glow_perturbation(
+                forward, gen, x, clean, d, cfg.epsilon, cfg.xi, cfg.num_power_iterations,
+                cfg.power_iteration, seed=[seed, 1])
+            x_rec, x_adv = gen.decode(y, z), gen.decode(y + r_y, z + r_z)
+        out["x_rec"] = x_rec.numpy()
+        out["rec_err"] = _l2(x - x_rec)
+    else:
+        d = rng.normal(x.shape)
+        r = virtual_adversarial_perturbation(forward, x, clean, d, cfg.epsilon, cfg.xi,
+                                             cfg.num_power_iterations, cfg.power_iteration)
+        x_adv = x + r
+    out["x_adv"] = x_adv.numpy()
+    out["cost"] = per_sample_kl(clean, forward(x_adv)).numpy()
+    out["dist"] = _l2(x - x_adv)
+    return out
+
+
+def _l2(t):
+    return tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(t, [t.shape[0], -1])), 1)).numpy()
+
+
+def _hist(runs: List[dict], key: str, xlabel: str, title: str, path: str) -> bool:
+    runs = [r for r in runs if key in r]
+    if not runs:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
+    # Shared bins; a degenerate range (e.g. VAT's ||r|| = epsilon for every
+    # example, Glow's exact reconstructions) gets a small width around it.
+    vals = np.concatenate([np.asarray(r[key], np.float64) for r in runs])
+    lo, hi = float(vals.min()), float(vals.max())
+    pad = max(1e-3 * max(abs(lo), abs(hi)), 1e-6)
+    bins = np.linspace(lo - pad, hi + pad, 41) if hi - lo < 2 * pad else \
+        np.linspace(lo, hi, 41)
+    for r in runs:
+        ax.hist(r[key], bins=bins, alpha=0.55, label=r["label"])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("frequency")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _grid(runs: List[dict], path: str, n: int = 8) -> bool:
+    rows, labels = [], []
+    for r in runs:
+        off = r["display_offset"]
+        if not labels or labels[-1][0] != "x":
+            rows.append(r["x"][:n] + off)
+            labels.append(("x", "x"))
+        if "x_rec" in r:
+            rows.append(r["x_rec"][:n] + off)
+            labels.append(("rec", f"Dec(Enc(x)) {r['label']}"))
+        rows.append(r["x_adv"][:n] + off)
+        labels.append(("adv", f"x_adv {r['label']}"))
+    plt = _plt()
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0), dpi=110,
+                             squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n):
+            ax = axes[i][j]
+            img = np.clip(row[j], 0, 1)
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ax.axis("off")
+        axes[i][0].set_title(labels[i][1], fontsize=6, loc="left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def read_scalars(log_dir: str) -> Dict[str, Dict[str, list]]:
+    """{"train"/"test": {tag: [(step, value), ...]}} from a run's TensorBoard files."""
+    out = {}
+    for split in ("train", "test"):
+        series: Dict[str, list] = {}
+        for path in sorted(glob.glob(os.path.join(log_dir, "tb", split, "events.*"))):
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for v in event.summary.value:
+                    val = (float(tf.make_ndarray(v.tensor)) if v.HasField("tensor")
+                           else float(v.simple_value))
+                    series.setdefault(v.tag, []).append((int(event.step), val))
+        out[split] = series
+    return out
+
+
+def _curves(log_dirs: List[str], path: str) -> bool:
+    data = {os.path.basename(os.path.normpath(d)): read_scalars(d) for d in log_dirs}
+    panels = [("train", "loss"), ("train", "xe_loss"), ("test", "accuracy")]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), dpi=110)
+    drew = False
+    for ax, (split, tag) in zip(axes, panels):
+        for name, sc in data.items():
+            pts = sc.get(split, {}).get(tag) or sc.get(split, {}).get(f"{split}_{tag}")
+            if pts:
+                steps, vals = zip(*sorted(pts))
+                ax.plot(steps, vals, marker="o", markersize=3, label=name)
+                drew = True
+        ax.set_title(f"{split} {tag}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return drew
+
+
+def analyze(log_dirs: List[str], output_dir: str, num_examples: int = 500) -> List[str]:
+    """Writes the figures and index.html; returns the PNG file names written."""
+    os.makedirs(output_dir, exist_ok=True)
+    runs = [run_perturbations(d, num_examples) for d in log_dirs]
+    written = []
+    figs = [
+        ("fig5_consistency_cost.png", lambda p: _hist(
+            runs, "cost", "consistency cost KL(p(y|x) || p(y|x_adv))",
+            "Fig. 5: consistency cost", p)),
+        ("fig6_distance.png", lambda p: _hist(runs, "dist", "||x - x_adv||_2",
+                                              "Fig. 6: distance to x_adv", p)),
+        ("fig7_images.png", lambda p: _grid(runs, p)),
+        ("fig8_reconstruction_error.png", lambda p: _hist(
+            runs, "rec_err", "||x - Dec(Enc(x))||_2", "Fig. 8: reconstruction error", p)),
+        ("learning_curves.png", lambda p: _curves(log_dirs, p)),
+    ]
+    for name, make in figs:
+        if make(os.path.join(output_dir, name)):
+            written.append(name)
+    rows = []
+    for r in runs:
+        rec = f"{np.mean(r['rec_err']):.3f}" if "rec_err" in r else "-"
+        rows.append(f"<tr><td>{html.escape(r['label'])}</td><td>{np.mean(r['cost']):.4f}</td>"
+                    f"<td>{np.mean(r['dist']):.3f}</td><td>{rec}</td></tr>")
+    page = ("<html><head><meta charset='utf-8'><title>lvat_tf analysis</title></head><body>"
+            "<h1>lvat_tf analysis</h1><table border=1 cellpadding=4><tr><th>run</th>"
+            "<th>mean cost</th><th>mean ||x - x_adv||</th><th>mean rec. error</th></tr>"
+            + "".join(rows) + "</table>"
+            + "".join(f"<h2>{n}</h2><img src='{n}'>" for n in written) + "</body></html>")
+    with open(os.path.join(output_dir, "index.html"), "w") as f:
+        f.write(page)
+    return written
