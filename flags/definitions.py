@@ -100,6 +100,8 @@ def define_flags(script: str = "train") -> None:
                      "train.py trains it (0 = upstream's schedule). Default depends on the "
                      "dataset: svhn/cifar10 0, mnist/fashion_mnist 1500, digits 300; the flow "
                      "layout follows GLOW_DEFAULTS in lvat_tf/config.py. [ours]")
+    d.DEFINE_bool("jit_compile", False, "Compile the whole train step with XLA (measured slower "
+                  "for Conv-Large on a 2-core CPU; try it on GPUs). [ours]")
     # --- MAT / center loss (MAT paper; no public code) ---
     d.DEFINE_float("mat_lambda1", None, "MAT: weight of the smoothness term. Default: 0.1, "
                    "cifar10 0.01 (MAT paper). [ours]")
@@ -162,7 +164,8 @@ _FIELDS = ("dataset", "data_dir", "dataset_seed", "num_labeled_examples", "num_v
            "lrelu_a", "top_bn", "bn_stats_decay_factor", "method", "epsilon", "xi",
            "num_power_iterations", "power_iteration", "generative_model_dir",
            "vae_num_epochs", "glow_train_steps", "mat_lambda1", "mat_lambda2",
-           "mat_covariance", "mat_smoothness", "mat_alpha", "mat_beta", "batch_size", "ul_batch_size",
+           "mat_covariance", "mat_smoothness", "mat_alpha", "mat_beta", "jit_compile",
+           "batch_size", "ul_batch_size",
            "eval_batch_size", "eval_freq", "num_epochs", "epoch_decay_start",
            "num_iter_per_epoch", "learning_rate", "mom1", "mom2", "log_dir", "seed",
            "num_eval_examples", "finetune_batch_size", "finetune_iter")

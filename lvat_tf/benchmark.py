@@ -78,14 +78,14 @@ def benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, ste
     clf = model_registry.build_from_config(cfg, spec.num_classes)
     clf(tf.zeros((2,) + shape), bn_mode="moving")
     model = SSLModel(clf, methods.build_regularizers(cfg, gen), seed=0)
-    model.compile(optimizer=UpstreamAdam(cfg.learning_rate))
+    model.compile(optimizer=UpstreamAdam(cfg.learning_rate), jit_compile=cfg.jit_compile)
     model.optimizer.build(clf.trainable_variables)
     rng = np.random.RandomState(0)
     lo = 0.0 if kind else -0.5
     data = {"x_l": tf.constant(rng.uniform(lo, lo + 1, (batch_size,) + shape), tf.float32),
             "y_l": tf.constant(rng.randint(0, spec.num_classes, batch_size)),
             "x_u": tf.constant(rng.uniform(lo, lo + 1, (ul_batch_size,) + shape), tf.float32)}
-    step = tf.function(model.train_step)
+    step = tf.function(model.train_step, jit_compile=cfg.jit_compile or None)
     concrete = step.get_concrete_function(data)
     flops = step_flops(concrete)
     for _ in range(warmup):
@@ -98,7 +98,8 @@ def benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, ste
     ms = 1000 * statistics.median(times)
     return {"method": method, "model": model_name, "dataset": dataset,
             "batch_size": batch_size, "ul_batch_size": ul_batch_size,
-            "power_iteration": cfg.power_iteration, "ms_per_step": round(ms, 2),
+            "power_iteration": cfg.power_iteration, "jit_compile": cfg.jit_compile,
+            "ms_per_step": round(ms, 2),
             "images_per_s": round((batch_size + (ul_batch_size if cfg.method != "baseline"
                                                  else 0)) / (ms / 1000), 1),
             "gflop_per_step": round(flops / 1e9, 2),

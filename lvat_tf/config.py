@@ -125,6 +125,8 @@ class Config:
     aug_trans: bool = False
     aug_flip: bool = False
     tfds_download: bool = True
+    # speed
+    jit_compile: bool = False
     # model
     model: str | None = None
     keep_prob_hidden: float = 0.5

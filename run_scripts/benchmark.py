@@ -22,6 +22,7 @@ flags.DEFINE_integer("ul_batch_size", 128, "Unlabeled batch.")
 flags.DEFINE_integer("steps", 20, "Timed steps (median reported).")
 flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, allocation).")
 flags.DEFINE_string("output", None, "Write the rows as JSON here.")
+flags.DEFINE_bool("jit_compile", False, "Time XLA-compiled train steps.")
 flags.DEFINE_list("vae_widths", ["128", "256", "512"], "LVAT-VAE: encoder widths of the "
                   "(untrained) VAE timed (paper: 128,256,512).")
 flags.DEFINE_integer("glow_levels", 3, "LVAT-Glow: L of the (untrained) Glow timed (upstream 3).")
@@ -50,7 +51,8 @@ def main(argv):
         try:
             row = benchmark.benchmark_method(method, FLAGS.model, FLAGS.dataset,
                                              FLAGS.batch_size, FLAGS.ul_batch_size,
-                                             steps=FLAGS.steps, warmup=FLAGS.warmup, **extra)
+                                             steps=FLAGS.steps, warmup=FLAGS.warmup,
+                                             jit_compile=FLAGS.jit_compile, **extra)
         except _common.user_errors() as e:
             _common.fail(str(e))
         row["method"] = m

@@ -236,3 +236,36 @@ def test_validation_mode_evaluates_on_the_validation_split(tmp_path):
                       num_epochs=1, epoch_decay_start=0)
     res = run.train_and_evaluate(cfg, verbose=0)
     assert res["evaluated_on"] == "validation" and res["num_test_examples"] == 50
+
+
+def test_jit_compiled_step_matches_the_graph_step():
+    """--jit_compile: the same baseline step with XLA (no randomness involved)."""
+    import keras
+    from lvat_tf.models import registry
+    from lvat_tf.regularizers.vat import VAT
+    from lvat_tf.training.model import SSLModel
+    from lvat_tf.training.optimizer import UpstreamAdam
+
+    rng = np.random.RandomState(0)
+    data = {"x_l": tf.constant(rng.uniform(-.5, .5, (8, 16, 16, 3)), tf.float32),
+            "y_l": tf.constant(rng.randint(0, 10, 8)),
+            "x_u": tf.constant(rng.uniform(-.5, .5, (16, 16, 16, 3)), tf.float32)}
+    weights = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        clf = registry.build("tiny_cnn", keep_prob_hidden=1.0)
+        clf(tf.zeros((1, 16, 16, 3)))
+        m = SSLModel(clf, [], seed=0)
+        m.compile(optimizer=UpstreamAdam(1e-3), jit_compile=jit)
+        m.optimizer.build(clf.trainable_variables)
+        tf.function(m.train_step, jit_compile=jit or None)(data)
+        weights.append([v.numpy() for v in clf.variables])
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # A VAT step compiles and runs too (XLA may pick another stateless RNG
+    # algorithm, so its direction is not compared bit for bit).
+    m = SSLModel(clf, [VAT(epsilon=1.0, xi=1e-2)], seed=0)
+    m.compile(optimizer=UpstreamAdam(1e-3), jit_compile=True)
+    m.optimizer.build(clf.trainable_variables)
+    out = tf.function(m.train_step, jit_compile=True)(data)
+    assert np.isfinite(float(out["vat_loss"]))

@@ -39,7 +39,7 @@ class RunDirError(ValueError):
 
 # Fields that may change between a run and its resumption without changing
 # what is computed.
-_RESUME_FREE = {"log_dir", "eval_freq", "eval_batch_size", "num_eval_examples", "data_dir",
+_RESUME_FREE = {"log_dir", "jit_compile", "eval_freq", "eval_batch_size", "num_eval_examples", "data_dir",
                 "tfds_download", "finetune_batch_size", "finetune_iter"}
 
 
@@ -221,7 +221,9 @@ def train_and_evaluate(cfg, verbose="auto"):
 
     model = SSLModel(clf, regs, seed=cfg.seed)
     opt = UpstreamAdam(learning_rate=cfg.learning_rate, beta_1=cfg.mom1)
-    model.compile(optimizer=opt)
+    # XLA: whole train step compiled; measured slower for Conv-Large on this CPU
+    # (environment.md), so off by default.
+    model.compile(optimizer=opt, jit_compile=cfg.jit_compile)
     opt.build(clf.trainable_variables)
     state = {f"{i}/{v.path}": v for i, r in enumerate(regs) for v in getattr(r, "variables", [])}
     ckpt, manager, epoch_var = make_checkpoint(clf, opt, os.path.join(cfg.log_dir, "checkpoints"),
