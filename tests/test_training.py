@@ -241,6 +241,20 @@ def test_validation_mode_evaluates_on_the_validation_split(tmp_path):
 def test_jit_compiled_step_matches_the_graph_step():
     """--jit_compile: the same baseline step with XLA (no randomness involved)."""
     import keras
+    from tensorflow.python.framework import config as tf_config
+
+    from lvat_tf.training import run as run_lib
+
+    was = tf_config.is_op_determinism_enabled()
+    run_lib.set_determinism(True)  # XLA refuses TF op determinism (MaxPool gradient)
+    try:
+        _jit_vs_graph(keras)
+    finally:
+        if was:
+            tf.config.experimental.enable_op_determinism()
+
+
+def _jit_vs_graph(keras):
     from lvat_tf.models import registry
     from lvat_tf.regularizers.vat import VAT
     from lvat_tf.training.model import SSLModel

@@ -43,6 +43,19 @@ _RESUME_FREE = {"log_dir", "jit_compile", "eval_freq", "eval_batch_size", "num_e
                 "tfds_download", "finetune_batch_size", "finetune_iter"}
 
 
+def set_determinism(jit_compile: bool) -> None:
+    """TF op determinism on, except under XLA, which refuses it (e.g. MaxPool's gradient)."""
+    from tensorflow.python.framework import config as tf_config
+
+    if jit_compile:
+        if tf_config.is_op_determinism_enabled():
+            tf_config.disable_op_determinism()
+        logging.warning("--jit_compile: TF op determinism is off (XLA has no deterministic "
+                        "kernels for some ops); runs are not bit-reproducible")
+    else:
+        tf.config.experimental.enable_op_determinism()
+
+
 def build_classifier(cfg, data_spec, image_shape):
     """Builds the configured classifier and creates its variables."""
     clf = model_registry.build_from_config(cfg, data_spec.num_classes)
@@ -197,7 +210,7 @@ def train_and_evaluate(cfg, verbose="auto"):
     t_start = time.time()
     _check_run_dir(cfg)
     keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
+    set_determinism(cfg.jit_compile)
 
     os.makedirs(cfg.log_dir, exist_ok=True)
     prep_path = os.path.join(cfg.log_dir, "preprocessing.npz")
