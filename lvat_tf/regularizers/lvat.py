@@ -37,10 +37,14 @@ def lvat_vae_perturbation(forward, vae, x, clean_logits, d_init, epsilon, xi=1e-
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class LVATVAE:
-    """The LVAT-VAE regulariser; ``vae`` is a frozen :class:`VAE`."""
+class _LatentVAT:
+    """VAT in a frozen generative model's latent space; subclasses find x_adv.
 
-    vae: object
+    Attributes:
+      model: the frozen generative model (VAE or Glow).
+    """
+
+    model: object
     epsilon: float
     xi: float = 1e-6
     num_power_iterations: int = 1
@@ -48,16 +52,26 @@ class LVATVAE:
     name: str = "lvat_loss"
     needs_clean_grad: bool = False
 
+    def adversarial_input(self, forward, x, clean_logits, seed):
+        """x_adv = Dec(latent(x) + r), (B, H, W, C)."""
+        raise NotImplementedError
+
     def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
         with no_record():
-            d = tf.random.stateless_normal([tf.shape(x)[0], self.vae.latent_dim], seed=seed,
-                                           dtype=x.dtype)
-            z, r = lvat_vae_perturbation(forward, self.vae, x, clean_logits, d, self.epsilon,
-                                         self.xi, self.num_power_iterations,
-                                         self.power_iteration)
-            x_adv = tf.stop_gradient(self.vae.decode(z + r, training=False))
+            x_adv = tf.stop_gradient(self.adversarial_input(forward, x, clean_logits, seed))
         loss = kl_divergence_with_logits(tf.stop_gradient(clean_logits), forward(x_adv))
         return loss, {self.name: loss}
+
+
+class LVATVAE(_LatentVAT):
+    """The LVAT-VAE regulariser; ``model`` is a frozen :class:`VAE`."""
+
+    def adversarial_input(self, forward, x, clean_logits, seed):
+        d = tf.random.stateless_normal([tf.shape(x)[0], self.model.latent_dim], seed=seed,
+                                       dtype=x.dtype)
+        z, r = lvat_vae_perturbation(forward, self.model, x, clean_logits, d, self.epsilon,
+                                     self.xi, self.num_power_iterations, self.power_iteration)
+        return self.model.decode(z + r, training=False)
 
 
 def lvat_glow_perturbation(forward, glow, x, clean_logits, d_init, epsilon, xi=1e-6,
@@ -81,28 +95,16 @@ def lvat_glow_perturbation(forward, glow, x, clean_logits, d_init, epsilon, xi=1
     return (y, z), r
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class LVATGlow:
-    """The LVAT-Glow regulariser; ``glow`` is a frozen :class:`Glow`."""
+class LVATGlow(_LatentVAT):
+    """The LVAT-Glow regulariser; ``model`` is a frozen :class:`Glow`."""
 
-    glow: object
-    epsilon: float
-    xi: float = 1e-6
-    num_power_iterations: int = 1
-    power_iteration: str = "finite_difference"
-    name: str = "lvat_loss"
-    needs_clean_grad: bool = False
-
-    def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
-        with no_record():
-            b = tf.shape(x)[0]
-            (hy, wy, cy), (hz, wz, cz) = self.glow.latent_shapes
-            fold = tf.random.experimental.stateless_fold_in
-            d = [tf.random.stateless_normal([b, hy, wy, cy], seed=fold(seed, 1), dtype=x.dtype),
-                 tf.random.stateless_normal([b, hz, wz, cz], seed=fold(seed, 2), dtype=x.dtype)]
-            (y, z), (r_y, r_z) = lvat_glow_perturbation(
-                forward, self.glow, x, clean_logits, d, self.epsilon, self.xi,
-                self.num_power_iterations, self.power_iteration, seed=fold(seed, 3))
-            x_adv = tf.stop_gradient(self.glow.decode(y + r_y, z + r_z))
-        loss = kl_divergence_with_logits(tf.stop_gradient(clean_logits), forward(x_adv))
-        return loss, {self.name: loss}
+    def adversarial_input(self, forward, x, clean_logits, seed):
+        b = tf.shape(x)[0]
+        (hy, wy, cy), (hz, wz, cz) = self.model.latent_shapes
+        fold = tf.random.experimental.stateless_fold_in
+        d = [tf.random.stateless_normal([b, hy, wy, cy], seed=fold(seed, 1), dtype=x.dtype),
+             tf.random.stateless_normal([b, hz, wz, cz], seed=fold(seed, 2), dtype=x.dtype)]
+        (y, z), (r_y, r_z) = lvat_glow_perturbation(
+            forward, self.model, x, clean_logits, d, self.epsilon, self.xi,
+            self.num_power_iterations, self.power_iteration, seed=fold(seed, 3))
+        return self.model.decode(y + r_y, z + r_z)
