@@ -17,6 +17,7 @@ dropout mask than the two perturbed passes (a TF1 seeding side effect of
 importing Glow.py, upstream.md B.6); ours share one mask in all three, as for
 VAT and LVAT-VAE.
 """
+import abc
 import contextlib
 import dataclasses
 
@@ -37,7 +38,7 @@ def lvat_vae_perturbation(forward, vae, x, clean_logits, d_init, epsilon, xi=1e-
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _LatentVAT:
+class _LatentVAT(abc.ABC):
     """VAT in a frozen generative model's latent space; subclasses find x_adv.
 
     Attributes:
@@ -52,9 +53,9 @@ class _LatentVAT:
     name: str = "lvat_loss"
     needs_clean_grad: bool = False
 
+    @abc.abstractmethod
     def adversarial_input(self, forward, x, clean_logits, seed):
-        """x_adv = Dec(latent(x) + r), (B, H, W, C)."""
-        raise NotImplementedError
+        """x_adv = Dec(latent(x) + r), (B, H, W, C); each generative model defines it."""
 
     def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
         with no_record():
