@@ -76,9 +76,11 @@ def benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, ste
             shape = (32, 32, shape[2])
         gen, arch = build_generative(kind, shape, generative_arch)
     clf = model_registry.build_from_config(cfg, spec.num_classes)
-    clf(tf.zeros((2,) + shape), bn_mode="moving")
-    model = SSLModel(clf, methods.build_regularizers(cfg, gen), seed=0)
-    model.compile(optimizer=UpstreamAdam(cfg.learning_rate), jit_compile=cfg.jit_compile)
+    feats, _ = clf(tf.zeros((2,) + shape), bn_mode="moving", return_features=True)
+    regs = methods.build_regularizers(cfg, gen, feature_dim=int(feats.shape[-1]),
+                                      num_classes=spec.num_classes)
+    model = SSLModel(clf, regs, seed=0)
+    model.compile(optimizer=UpstreamAdam(cfg.learning_rate, name="upstream_adam"), jit_compile=cfg.jit_compile)
     model.optimizer.build(clf.trainable_variables)
     rng = np.random.RandomState(0)
     lo = 0.0 if kind else -0.5

@@ -9,6 +9,7 @@ ZCA for CIFAR-10): vat_tf inputs span [-0.5, 0.5], LVAT inputs [0, 1]. The
 adversarial inputs are not clipped to a pixel range (ZCA space has none);
 the README says so next to the numbers. BN in inference mode, no dropout.
 """
+import json
 import os
 from typing import Dict, List, Sequence
 
@@ -18,6 +19,12 @@ import tensorflow as tf
 from lvat_tf.losses import cross_entropy
 
 ATTACKS = ("fgsm", "l2")
+
+# Default sweeps. L2: the MAT paper's MNIST/SVHN sweep 0..8 step 1. FGSM: the
+# paper's L-inf numbers are on 0..255 pixels in effect; our inputs span 1.0,
+# so the sweep stops at 0.3 (MNIST accuracy is near zero beyond it).
+DEFAULT_EPSILONS = {"l2": [float(e) for e in range(9)],
+                    "fgsm": [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]}
 
 
 def attack_perturbation(classifier, x, y, eps: float, attack: str):
@@ -93,3 +100,56 @@ def plot_embedding(features: np.ndarray, labels: np.ndarray, path: str, title: s
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def evaluate_runs(log_dirs: Sequence[str], attack: str, epsilons: Sequence[float], out_dir: str,
+                  num_examples: int = 0, embedding: bool = False, labels=None) -> Dict[str, dict]:
+    """Accuracy-under-attack curves of finished runs, written as JSON + one overlay PNG.
+
+    Args:
+      log_dirs: finished run directories (train.py ``--log_dir``).
+      attack: "fgsm" or "l2".
+      epsilons: the sweep (input space; 0 = clean accuracy).
+      out_dir: receives ``robustness_<attack>.json`` / ``.png`` and, with
+        ``embedding``, ``embedding_<run>.png`` for models with 2-d features.
+      num_examples: test examples used (0 = all).
+      embedding: also plot each run's 2-d test-set embedding (Lenet++).
+      labels: optional curve labels, one per run (default "<dir name> (<method>)").
+
+    Returns:
+      {label: {"log_dir", "method", "model", "epsilons", "accuracy", "num_examples"}}.
+
+    Raises:
+      ValueError: unknown attack, negative epsilon, or (embedding) features not 2-d.
+    """
+    from absl import logging
+
+    from lvat_tf.training import run
+
+    if attack not in ATTACKS:
+        raise ValueError(f"attack must be one of {ATTACKS}, got {attack!r}")
+    if any(e < 0 for e in epsilons):
+        raise ValueError(f"epsilons must be non-negative, got {list(epsilons)}")
+    os.makedirs(out_dir, exist_ok=True)
+    curves = {}
+    for i, d in enumerate(log_dirs):
+        cfg, clf, data, _ = run.load_trained_classifier(d)
+        x, y = data.x_eval, data.y_eval
+        if num_examples:
+            x, y = x[:num_examples], y[:num_examples]
+        acc = accuracy_under_attack(clf, x, y, epsilons, attack)
+        name = os.path.basename(os.path.normpath(d))
+        label = labels[i] if labels else f"{name} ({cfg.method})"
+        curves[label] = {"log_dir": d, "method": cfg.method, "model": cfg.model,
+                         "epsilons": list(epsilons), "accuracy": acc, "num_examples": len(y)}
+        logging.info("%s %s: %s", label, attack,
+                     ", ".join(f"eps {e:g}: {100 * a:.2f} %" for e, a in zip(epsilons, acc)))
+        if embedding:
+            feats = np.concatenate([clf(tf.constant(x[j:j + 500]), bn_mode="moving",
+                                        return_features=True)[0].numpy()
+                                    for j in range(0, len(x), 500)])
+            plot_embedding(feats, y, os.path.join(out_dir, f"embedding_{name}.png"), label)
+    with open(os.path.join(out_dir, f"robustness_{attack}.json"), "w") as f:
+        json.dump({"attack": attack, "runs": curves}, f, indent=2)
+    plot_curves(curves, os.path.join(out_dir, f"robustness_{attack}.png"), attack)
+    return curves

@@ -4,7 +4,11 @@
     python run_scripts/reproduce.py --recipe=mnist100 --variants=vat,vat_exact --num_epochs=10
 
 Each variant is a full train.py run (resumable) in OUTPUT_DIR/<recipe>/<variant>;
-the table goes to stdout and OUTPUT_DIR/<recipe>/summary.{md,json}.
+the table goes to stdout and OUTPUT_DIR/<recipe>/summary.{md,json}. Rows of
+variants not run this time are kept from an earlier summary of the same budget.
+Recipes with robustness attacks (or --robustness=fgsm,l2) then evaluate every
+finished variant under attack: OUTPUT_DIR/<recipe>/robustness_<attack>.{json,png}
+overlay the variants, and Lenet++ recipes add embedding_<variant>.png.
 """
 import json
 import os
@@ -22,6 +26,9 @@ flags.DEFINE_integer("num_epochs", None, "Override the recipe's epochs.")
 flags.DEFINE_integer("epoch_decay_start", None, "Override the recipe's decay start.")
 flags.DEFINE_integer("num_iter_per_epoch", None, "Override the recipe's updates per epoch.")
 flags.DEFINE_integer("seed", None, "Override the recipe's seed.")
+flags.DEFINE_list("robustness", None, "Attacks (fgsm, l2) to evaluate the finished variants with "
+                  "(default: the recipe's; 'none' skips).")
+flags.DEFINE_integer("robustness_examples", 0, "Test examples per robustness evaluation (0 = all).")
 FLAGS = flags.FLAGS
 
 
@@ -50,8 +57,14 @@ def main(argv):
         base["data_dir"] = FLAGS.data_dir
     elif os.path.isdir(shared):
         base["data_dir"] = shared
+    attacks = recipe.robustness if FLAGS.robustness is None else [
+        a for a in FLAGS.robustness if a != "none"]
+    from lvat_tf.robustness import ATTACKS
+    if any(a not in ATTACKS for a in attacks):
+        _common.fail(f"--robustness: expected some of {','.join(ATTACKS)} or none, got "
+                     f"{','.join(FLAGS.robustness)}")
     out_dir = os.path.join(FLAGS.output_dir, recipe.name)
-    rows = []
+    rows = _earlier_rows(out_dir, base)
     for name, overrides in recipe.variants:
         if name not in chosen:
             continue
@@ -69,14 +82,21 @@ def main(argv):
         if os.path.isfile(gen_meta):
             with open(gen_meta) as f:
                 gen_min = round(json.load(f)["training"]["seconds"] / 60, 2)
-        rows.append({"variant": name, "method": cfg.method,
-                     "power_iteration": cfg.power_iteration, "epsilon": cfg.epsilon,
-                     "test_error": round(res["test_error"], 2),
-                     "num_iterations": res["num_iterations"], "wall_minutes": round(wall / 60, 2),
-                     "cpu_minutes": round(cpu / 60, 2),
-                     "ms_per_step": round(1000 * fit_s / max(1, cfg.num_iterations), 1),
-                     "generative_minutes": gen_min})
-        logging.info("%s: %s", name, rows[-1])
+        earlier = rows.get(name)
+        if fit_s == 0 and earlier and earlier["num_iterations"] == res["num_iterations"]:
+            # Finished in an earlier session: nothing trained now, keep its times.
+            rows[name] = dict(earlier, test_error=round(res["test_error"], 2))
+            continue
+        rows[name] = {"variant": name, "method": cfg.method,
+                      "power_iteration": cfg.power_iteration, "epsilon": cfg.epsilon,
+                      "test_error": round(res["test_error"], 2),
+                      "num_iterations": res["num_iterations"], "wall_minutes": round(wall / 60, 2),
+                      "cpu_minutes": round(cpu / 60, 2),
+                      "ms_per_step": round(1000 * fit_s / max(1, cfg.num_iterations), 1),
+                      "generative_minutes": gen_min}
+        logging.info("%s: %s", name, rows[name])
+    # The recipe's order; rows kept from earlier sessions included.
+    rows = [rows[n] for n in names if n in rows]
     header = ("| variant | method | power iteration | epsilon | test error % | updates | "
               "wall min | CPU min | ms/step* | generative model min** |\n"
               "|---|---|---|---|---|---|---|---|---|---|\n")
@@ -87,14 +107,63 @@ def main(argv):
                     for r in rows)
     table = (f"{recipe.description}\n\n" + header + lines +
              "\n*ms/step = fit wall time (incl. periodic evaluation) / updates; CPU min counts "
-             "all threads.\n**training time of the generative model (in wall min; included in wall/CPU "
+             "all threads; a row not run this session keeps its earlier times.\n"
+             "**training time of the generative model (in wall min; included in wall/CPU "
              "min of the run that trained it).\n")
+    robust = {}
+    for i, attack in enumerate(attacks):
+        robust[attack] = _robustness(out_dir, rows, attack, embedding=(i == 0 and
+                                                                     base["model"] == "lenet_pp"))
+        table += _robustness_table(attack, robust[attack])
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write(table)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump({"recipe": recipe.name, "base": base, "rows": rows}, f, indent=2)
+        json.dump({"recipe": recipe.name, "base": base, "rows": rows, "robustness": robust}, f,
+                  indent=2)
     print(table)
+
+
+def _earlier_rows(out_dir, base):
+    """Rows of an earlier summary.json in out_dir, by variant, if it had the same budget."""
+    path = os.path.join(out_dir, "summary.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        old = json.load(f)
+    if old.get("base") != json.loads(json.dumps(base)):
+        logging.warning("%s was written for another budget; its rows are not kept", path)
+        return {}
+    return {r["variant"]: r for r in old.get("rows", [])}
+
+
+def _robustness(out_dir, rows, attack, embedding):
+    """Accuracy-under-attack curves of the tabulated variants (robustness_<attack>.*)."""
+    from lvat_tf import robustness
+
+    dirs = [os.path.join(out_dir, r["variant"]) for r in rows]
+    try:
+        curves = robustness.evaluate_runs(
+            dirs, attack, robustness.DEFAULT_EPSILONS[attack], out_dir,
+            FLAGS.robustness_examples, embedding, labels=[r["variant"] for r in rows])
+    except _common.user_errors() as e:
+        _common.fail(f"--robustness={attack}: {e}")
+    return {v: {"epsilons": c["epsilons"], "accuracy": [round(100 * a, 2) for a in c["accuracy"]],
+                "num_examples": c["num_examples"]} for v, c in curves.items()}
+
+
+def _robustness_table(attack, curves):
+    if not curves:
+        return ""
+    eps = next(iter(curves.values()))["epsilons"]
+    n = next(iter(curves.values()))["num_examples"]
+    kind = "FGSM (L-inf)" if attack == "fgsm" else "L2 fast gradient"
+    out = (f"\nTest accuracy % under {kind} attack, {n} test images, epsilon in input space\n\n"
+           "| variant | " + " | ".join(f"{e:g}" for e in eps) + " |\n"
+           "|---|" + "---|" * len(eps) + "\n")
+    for v, c in curves.items():
+        out += f"| {v} | " + " | ".join(f"{a:.2f}" for a in c["accuracy"]) + " |\n"
+    return out
 
 
 if __name__ == "__main__":

@@ -227,6 +227,23 @@ def test_reproduce_script_tabulates_a_recipe(tmp_path):
     assert all(0 <= r["test_error"] <= 100 and r["num_iterations"] == 30
                for r in summary["rows"])
     assert "| vat | vat |" in p.stdout
+    # A later call running one variant keeps the other's row, and evaluates robustness.
+    p = run_script("reproduce.py", "--recipe=digits100", "--variants=vat",
+                   "--num_epochs=1", "--epoch_decay_start=0", "--num_iter_per_epoch=30",
+                   "--robustness=l2", "--robustness_examples=60", f"--output_dir={tmp_path}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.load(open(tmp_path / "digits100" / "summary.json"))
+    assert [r["variant"] for r in summary["rows"]] == ["baseline", "vat"]
+    curves = summary["robustness"]["l2"]
+    assert set(curves) == {"baseline", "vat"}
+    for c in curves.values():
+        assert c["num_examples"] == 60 and c["epsilons"][0] == 0
+        assert all(a <= c["accuracy"][0] + 1e-9 for a in c["accuracy"])
+    assert (tmp_path / "digits100" / "robustness_l2.png").stat().st_size > 1000
+    assert "under L2 fast gradient attack" in p.stdout
+    p = run_script("reproduce.py", "--recipe=digits100", "--robustness=pgd",
+                   f"--output_dir={tmp_path}")
+    assert p.returncode != 0 and "--robustness" in p.stderr
     p = run_script("reproduce.py", "--recipe=nope", f"--output_dir={tmp_path}")
     assert p.returncode != 0 and "--recipe" in p.stderr
 
@@ -283,3 +300,41 @@ def _jit_vs_graph(keras):
     m.optimizer.build(clf.trainable_variables)
     out = tf.function(m.train_step, jit_compile=True)(data)
     assert np.isfinite(float(out["vat_loss"]))
+
+
+def test_second_run_of_a_process_saves_resumable_optimizer_keys(tmp_path):
+    # Keras uniquifies optimizer names per process ("upstream_adam_1"); the
+    # name prefixes the checkpoint keys, so it is fixed, and a checkpoint saved
+    # under another name is still restored under the name it holds.
+    import tensorflow as tf
+
+    from lvat_tf.training.run import _checkpoint_optimizer_name
+    for name in ("a", "b"):
+        run.train_and_evaluate(tiny_config(str(tmp_path / name), num_epochs=1,
+                                           epoch_decay_start=0), verbose=0)
+    latest = tf.train.latest_checkpoint(str(tmp_path / "b" / "checkpoints"))
+    keys = [k for k, _ in tf.train.list_variables(latest) if k.startswith("optimizer/")]
+    assert keys and all(k.startswith("optimizer/upstream_adam.S") for k in keys)
+    assert _checkpoint_optimizer_name(latest) == "upstream_adam"
+    assert _checkpoint_optimizer_name(None) == "upstream_adam"
+    # A run saved under "upstream_adam_1" (before the fix) resumes: continue it.
+    old = tiny_config(str(tmp_path / "old"))
+    from lvat_tf.training import optimizer as opt_lib
+    orig = opt_lib.UpstreamAdam.__init__
+
+    def renamed(self, *a, **kw):
+        kw["name"] = "upstream_adam_1"
+        orig(self, *a, **kw)
+
+    opt_lib.UpstreamAdam.__init__ = renamed
+    try:
+        run.train_and_evaluate(old, verbose=0)
+    finally:
+        opt_lib.UpstreamAdam.__init__ = orig
+    ckpt_dir = str(tmp_path / "old" / "checkpoints")
+    assert _checkpoint_optimizer_name(tf.train.latest_checkpoint(ckpt_dir)) == "upstream_adam_1"
+    # Roll the run back to its first epoch, as if killed there, and resume it.
+    os.remove(tmp_path / "old" / "results.json")
+    tf.compat.v1.train.update_checkpoint_state(ckpt_dir, os.path.join(ckpt_dir, "ckpt-1"))
+    res = run.train_and_evaluate(old, verbose=0)
+    assert res["num_iterations"] == 2 * old.num_iter_per_epoch

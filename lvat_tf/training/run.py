@@ -77,6 +77,16 @@ def _by_path(variables, what):
     return out
 
 
+def _checkpoint_optimizer_name(path, default="upstream_adam"):
+    """The optimizer name a checkpoint's optimizer keys carry ("optimizer/<name>.S...")."""
+    if path is None:
+        return default
+    for key, _ in tf.train.list_variables(path):
+        if key.startswith("optimizer/") and ".S" in key:
+            return key[len("optimizer/"):].split(".S", 1)[0]
+    return default
+
+
 def make_checkpoint(classifier, optimizer=None, directory=None, max_to_keep=3, extra=None):
     """A tf.train checkpoint of every classifier and optimizer variable, keyed by path.
 
@@ -233,14 +243,19 @@ def train_and_evaluate(cfg, verbose="auto"):
             logging.warning(msg)
 
     model = SSLModel(clf, regs, seed=cfg.seed)
-    opt = UpstreamAdam(learning_rate=cfg.learning_rate, beta_1=cfg.mom1)
+    # The optimizer's name prefixes its variables' checkpoint keys: a fixed
+    # name, or the second run of a process (reproduce.py) would save
+    # "upstream_adam_1/..." and could not be resumed by a fresh process. Runs
+    # saved before this fix keep the name their checkpoint holds.
+    ckpt_dir = os.path.join(cfg.log_dir, "checkpoints")
+    opt = UpstreamAdam(learning_rate=cfg.learning_rate, beta_1=cfg.mom1,
+                       name=_checkpoint_optimizer_name(tf.train.latest_checkpoint(ckpt_dir)))
     # XLA: whole train step compiled; measured slower for Conv-Large on this CPU
     # (environment.md), so off by default.
     model.compile(optimizer=opt, jit_compile=cfg.jit_compile)
     opt.build(clf.trainable_variables)
     state = {f"{i}/{v.path}": v for i, r in enumerate(regs) for v in getattr(r, "variables", [])}
-    ckpt, manager, epoch_var = make_checkpoint(clf, opt, os.path.join(cfg.log_dir, "checkpoints"),
-                                               extra=state)
+    ckpt, manager, epoch_var = make_checkpoint(clf, opt, ckpt_dir, extra=state)
     initial_epoch = 0
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
