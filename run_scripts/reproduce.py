@@ -87,12 +87,15 @@ def main(argv):
             # Finished in an earlier session: nothing trained now, keep its times.
             rows[name] = dict(earlier, test_error=round(res["test_error"], 2))
             continue
+        if fit_s == 0:  # finished before, no earlier row: its times are unknown here
+            wall = cpu = None
         rows[name] = {"variant": name, "method": cfg.method,
                       "power_iteration": cfg.power_iteration, "epsilon": cfg.epsilon,
                       "test_error": round(res["test_error"], 2),
-                      "num_iterations": res["num_iterations"], "wall_minutes": round(wall / 60, 2),
-                      "cpu_minutes": round(cpu / 60, 2),
-                      "ms_per_step": round(1000 * fit_s / max(1, cfg.num_iterations), 1),
+                      "num_iterations": res["num_iterations"], "wall_minutes": None if wall is None else round(wall / 60, 2),
+                      "cpu_minutes": None if cpu is None else round(cpu / 60, 2),
+                      "ms_per_step": (None if wall is None else
+                                      round(1000 * fit_s / max(1, cfg.num_iterations), 1)),
                       "generative_minutes": gen_min}
         logging.info("%s: %s", name, rows[name])
     # The recipe's order; rows kept from earlier sessions included.
@@ -102,12 +105,14 @@ def main(argv):
               "|---|---|---|---|---|---|---|---|---|---|\n")
     lines = "".join(f"| {r['variant']} | {r['method']} | {r['power_iteration']} | "
                     f"{r['epsilon']} | {r['test_error']:.2f} | {r['num_iterations']} | "
-                    f"{r['wall_minutes']} | {r['cpu_minutes']} | {r['ms_per_step']} | "
-                    f"{r['generative_minutes'] if r['generative_minutes'] is not None else '-'} |\n"
+                    f"{_or_dash(r['wall_minutes'])} | {_or_dash(r['cpu_minutes'])} | "
+                    f"{_or_dash(r['ms_per_step'])} | "
+                    f"{_or_dash(r['generative_minutes'])} |\n"
                     for r in rows)
     table = (f"{recipe.description}\n\n" + header + lines +
              "\n*ms/step = fit wall time (incl. periodic evaluation) / updates; CPU min counts "
-             "all threads; a row not run this session keeps its earlier times.\n"
+             "all threads; a row not run this session keeps its earlier times (- = finished before "
+             "this summary existed; see the README).\n"
              "**training time of the generative model (in wall min; included in wall/CPU "
              "min of the run that trained it).\n")
     robust = {}
@@ -122,6 +127,10 @@ def main(argv):
         json.dump({"recipe": recipe.name, "base": base, "rows": rows, "robustness": robust}, f,
                   indent=2)
     print(table)
+
+
+def _or_dash(v):
+    return "-" if v is None else v
 
 
 def _earlier_rows(out_dir, base):
