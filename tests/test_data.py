@@ -43,6 +43,17 @@ def test_balanced_labels_match_upstream_cifar_procedure_and_are_reproducible():
     assert not np.array_equal(other.labeled, s.labeled)
 
 
+def test_supervised_split_labels_every_image_and_too_many_labels_is_an_error():
+    y = np.repeat(np.arange(10), [310, 290] * 5)  # unbalanced classes, 3,000 images
+    s = make_split(y, 3000, 10, "balanced", "from_labeled", dataset_seed=3)
+    np.testing.assert_array_equal(np.sort(s.labeled), np.arange(3000))
+    np.testing.assert_array_equal(s.labeled, np.random.RandomState(3).permutation(3000))
+    with pytest.raises(ValueError, match="training images"):
+        make_split(y, 3001, 10, "balanced", "from_labeled", dataset_seed=3)
+    with pytest.raises(ValueError, match="class 1 has only 290"):
+        make_split(y, 2990, 10, "balanced", "from_labeled", dataset_seed=3)
+
+
 def test_random_labels_match_upstream_svhn_procedure():
     y = np.random.RandomState(1).randint(0, 10, 5000)
     s = make_split(y, 1000, 10, "random", "from_pool", dataset_seed=1)

@@ -83,6 +83,20 @@ def test_smoothness_is_a_kl_zero_at_itself_and_additive_over_the_product():
                                      + kl_divergence_with_logits(q, q2)), rtol=1e-5)
 
 
+def test_log_smoothness_is_finite_where_rounding_makes_s_negative():
+    from lvat_tf.regularizers.mat import smoothness_term
+    # KL(a || a) of near-one-hot logits rounds to about -1e-7 in float32 at
+    # times; log of it was NaN (MNIST-100 MAT diverged at step 71).
+    s = tf.constant([-1.2e-7, 0.0, 0.5])
+    term = float(smoothness_term(s, "log"))
+    np.testing.assert_allclose(term, (2 * np.log(1e-8) + np.log(0.5 + 1e-8)) / 3, rtol=1e-6)
+    with tf.GradientTape() as tape:
+        tape.watch(s)
+        t = smoothness_term(s, "log")
+    assert np.all(np.isfinite(tape.gradient(t, s).numpy()))
+    np.testing.assert_allclose(float(smoothness_term(s, "plain")), (0.5 - 1.2e-7) / 3, rtol=1e-6)
+
+
 def test_mat_perturbation_has_norm_sigma():
     keras.utils.set_random_seed(0)
     clf = registry.build("tiny_cnn", keep_prob_hidden=1.0)

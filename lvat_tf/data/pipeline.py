@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from lvat_tf.data import registry
+from lvat_tf.data import DataError, registry
 from lvat_tf.data.preprocessing import Preprocessor
 from lvat_tf.data.ssl import Split, make_split
 
@@ -66,9 +66,13 @@ def load_ssl_data(cfg, preprocessor: Optional[Preprocessor] = None) -> SSLData:
     """
     spec = registry.get_spec(cfg.dataset)
     x_tr, y_tr, x_te, y_te = registry.load_arrays(spec, cfg.data_dir, cfg.tfds_download)
-    split = make_split(y_tr, cfg.num_labeled_examples, spec.num_classes, spec.label_scheme,
-                       spec.validation_scheme, cfg.dataset_seed, cfg.validation,
-                       cfg.num_valid_examples)
+    try:
+        split = make_split(y_tr, cfg.num_labeled_examples, spec.num_classes, spec.label_scheme,
+                           spec.validation_scheme, cfg.dataset_seed, cfg.validation,
+                           cfg.num_valid_examples)
+    except ValueError as e:
+        raise DataError(f"--num_labeled_examples={cfg.num_labeled_examples}: {e} "
+                        f"({cfg.dataset} has {len(y_tr)} training images)") from None
     if preprocessor is None:
         from lvat_tf.regularizers import methods
 

@@ -12,6 +12,7 @@
 * Validation ``from_labeled`` (cifar10.py): validation = labeled[:num_valid],
   labeled-train = labeled[num_valid:]. ``from_pool`` (svhn.py): validation =
   the next num_valid of the permuted pool without the labeled ones.
+* ``num_labeled`` = the training-set size (supervised): all of it, permuted.
 * Unlabeled = the whole training set (labeled examples included), minus the
   validation examples in validation mode — as upstream.
 """
@@ -35,7 +36,13 @@ def make_split(y_train: np.ndarray, num_labeled: int, num_classes: int, label_sc
     n = len(y_train)
     rng = np.random.RandomState(dataset_seed)
     perm = rng.permutation(n)
-    if label_scheme == "balanced":
+    if num_labeled > n:
+        raise ValueError(f"more labels asked for than training images ({n})")
+    if num_labeled == n:
+        # Supervised: every training image labeled, in the seeded order (the
+        # balanced scheme cannot take n/K per class from unbalanced classes).
+        labeled, pool = perm, perm[:0]
+    elif label_scheme == "balanced":
         per_class = num_labeled // num_classes
         y_perm = y_train[perm]
         chosen = []

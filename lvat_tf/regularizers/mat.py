@@ -25,8 +25,9 @@ Choices where the paper is silent or ambiguous (README, "MAT"):
   starts from its batch mean and ``alpha * I + (1 - alpha) * scatter``.
 * Conditioning: the covariance used is ``Sigma + (ridge * tr(Sigma)/D + 1e-6) I``
   (full), ``max(var, ridge * mean(var) + 1e-6)`` (diagonal); ridge = 1e-2.
-* log S_i uses ``log(S_i + 1e-8)``: S_i is 0 where the perturbation changes
-  nothing (e.g. an untrained mixture).
+* log S_i uses ``log(max(S_i, 0) + 1e-8)``: S_i is 0 where the perturbation
+  changes nothing (e.g. an untrained mixture), and rounding makes it slightly
+  negative there.
 * The mixture statistics use the labeled batch's features of the step,
   gradient-stopped, after the parameter update (Algorithm 1 line 10).
 """
@@ -90,10 +91,7 @@ class GaussianMixture(keras.layers.Layer):
 
     def update(self, z, y):
         """One moving-average step from a labeled batch (features gradient-stopped)."""
-        if self.covariance == "identity":
-            cov_ident = True
-        else:
-            cov_ident = False
+        cov_ident = self.covariance == "identity"
         z = tf.stop_gradient(z)
         counts, means, scatter = self.batch_statistics(z, y)
         present = counts > 0
@@ -172,6 +170,19 @@ def per_sample_kl(q_logits, p_logits):
     return tf.reduce_sum(q * (logsoftmax(q_logits) - logsoftmax(p_logits)), 1)
 
 
+def smoothness_term(s, form="log"):
+    """The smoothness term of Eq. 13 from per-sample S (B,): mean log S or mean S.
+
+    S is a KL and >= 0 in exact arithmetic, but float32 rounding makes it
+    slightly negative (about -1e-7) where the perturbation changes nothing, and
+    log of that is NaN (MNIST-100 MAT diverged at step 71 before this): the log
+    form uses log(max(S, 0) + 1e-8).
+    """
+    if form == "log":
+        return tf.reduce_mean(tf.math.log(tf.maximum(s, 0.0) + 1e-8))
+    return tf.reduce_mean(s)
+
+
 def mat_perturbation(forward, gmm, x, clean_logits, clean_features, d_init, epsilon, xi=1e-6,
                      num_power_iterations=1, mode="finite_difference"):
     """(clean joint logits (B, K*M), r (B, ...)): r maximises S = L_KL + M_KL, ||r|| = epsilon.
@@ -246,7 +257,5 @@ class MAT:
                                         self.power_iteration)
         f, lg = forward(x + r, features=True)
         s = per_sample_kl(clean, joint_logits(lg, self.gmm.posterior_logits(f)))  # L_KL + M_KL
-        term = tf.reduce_mean(tf.math.log(s + 1e-8)) if self.smoothness == "log" \
-            else tf.reduce_mean(s)
-        loss = self.lambda1 * term
+        loss = self.lambda1 * smoothness_term(s, self.smoothness)
         return loss, {self.name: loss, "smoothness": tf.reduce_mean(s)}

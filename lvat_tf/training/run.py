@@ -116,8 +116,12 @@ def _check_run_dir(cfg):
     if not os.path.isfile(path):
         return
     old = config_lib.load_config(cfg.log_dir).to_dict()
+    with open(path) as f:
+        saved = set(json.load(f))
     new = cfg.to_dict()
-    diff = sorted(k for k in new if k not in _RESUME_FREE and old.get(k) != new[k])
+    # Fields the run's config.json lacks were added to lvat_tf after the run
+    # was made (e.g. --glow_train_steps for a baseline run): not a mismatch.
+    diff = sorted(k for k in new if k not in _RESUME_FREE and k in saved and old.get(k) != new[k])
     if diff:
         k = diff[0]
         raise RunDirError(f"--log_dir: {cfg.log_dir} holds a run with --{k}={old.get(k)!r}, "
