@@ -102,6 +102,15 @@ def define_flags(script: str = "train") -> None:
                      "layout follows GLOW_DEFAULTS in lvat_tf/config.py. [ours]")
     d.DEFINE_bool("jit_compile", False, "Compile the whole train step with XLA (measured slower "
                   "for Conv-Large on a 2-core CPU; try it on GPUs). [ours]")
+    d.DEFINE_bool("mixed_precision", False, "bfloat16 compute with float32 variables; losses, "
+                  "softmax and BN statistics in float32; implies --power_iteration=exact. [ours]")
+    d.DEFINE_enum("distribution_strategy", "default", ["default", "mirrored",
+                                                       "multi_worker_mirrored", "tpu"],
+                  "tf.distribute strategy: mirrored = all local GPUs (else --num_cpu_devices "
+                  "logical CPUs); multi_worker_mirrored reads TF_CONFIG. Same numbers on any "
+                  "number of replicas (synchronised BN, global-batch random draws). [ours]")
+    d.DEFINE_integer("num_cpu_devices", 1, "Logical CPU devices to split the host CPU into "
+                     "(replicas of --distribution_strategy=mirrored without GPUs). [ours]")
     # --- MAT / center loss (MAT paper; no public code) ---
     d.DEFINE_float("mat_lambda1", None, "MAT: weight of the smoothness term. Default: 0.1, "
                    "cifar10 0.01 (MAT paper). [ours]")
@@ -165,6 +174,7 @@ _FIELDS = ("dataset", "data_dir", "dataset_seed", "num_labeled_examples", "num_v
            "num_power_iterations", "power_iteration", "generative_model_dir",
            "vae_num_epochs", "glow_train_steps", "mat_lambda1", "mat_lambda2",
            "mat_covariance", "mat_smoothness", "mat_alpha", "mat_beta", "jit_compile",
+           "mixed_precision", "distribution_strategy", "num_cpu_devices",
            "batch_size", "ul_batch_size",
            "eval_batch_size", "eval_freq", "num_epochs", "epoch_decay_start",
            "num_iter_per_epoch", "learning_rate", "mom1", "mom2", "log_dir", "seed",

@@ -125,8 +125,11 @@ class Config:
     aug_trans: bool = False
     aug_flip: bool = False
     tfds_download: bool = True
-    # speed
+    # speed and scale
     jit_compile: bool = False
+    mixed_precision: bool = False
+    distribution_strategy: str = "default"
+    num_cpu_devices: int = 1
     # model
     model: str | None = None
     keep_prob_hidden: float = 0.5
@@ -255,6 +258,9 @@ def make_config(script: str = "train", **values) -> Config:
         resolved["glow_train_steps"] = glow_defaults(cfg.dataset)["train_steps"]
     if cfg.eval_batch_size is None:
         resolved["eval_batch_size"] = EVAL_BATCH_SIZE_DEFAULTS.get(script, 100)
+    if cfg.mixed_precision and cfg.power_iteration == "finite_difference":
+        # xi * d (xi = 1e-6) vanishes in bfloat16: the direction would be noise.
+        resolved["power_iteration"] = "exact"
     for k, v in resolved.items():
         logging.info("Default for --%s (dataset=%s, method=%s): %s", k, cfg.dataset,
                      cfg.method, v)
@@ -281,6 +287,12 @@ def validate(cfg: Config, data_registry, model_registry) -> None:
         _positive(cfg, name)
     for name in ("epsilon", "num_valid_examples", "finetune_iter", "epoch_decay_start"):
         _positive(cfg, name, allow_zero=True)
+    from lvat_tf.training.distribute import STRATEGIES
+    if cfg.distribution_strategy not in STRATEGIES:
+        raise ConfigError("distribution_strategy", f"expected one of {'|'.join(STRATEGIES)}, "
+                          f"got {cfg.distribution_strategy!r}")
+    if cfg.num_cpu_devices < 1:
+        raise ConfigError("num_cpu_devices", f"expected >= 1, got {cfg.num_cpu_devices}")
     if cfg.num_power_iterations < 1:
         raise ConfigError("num_power_iterations", f"expected >= 1, got {cfg.num_power_iterations}")
     if not cfg.xi > 0:

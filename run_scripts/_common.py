@@ -12,9 +12,11 @@ def user_errors():
     from lvat_tf.config import ConfigError
     from lvat_tf.data import DataError
     from lvat_tf.generative.model_dir import GenerativeModelError
+    from lvat_tf.training.distribute import DistributionError
     from lvat_tf.training.run import RunDirError, TrainingDiverged
 
-    return (ConfigError, DataError, RunDirError, TrainingDiverged, GenerativeModelError)
+    return (ConfigError, DataError, RunDirError, TrainingDiverged, GenerativeModelError,
+            DistributionError)
 
 
 def fail(message: str) -> None:

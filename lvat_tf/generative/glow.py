@@ -51,6 +51,8 @@ import scipy.linalg
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from lvat_tf.training.distribute import replica_random
+
 tfb = tfp.bijectors
 
 LOG_SCALE_CLIP = 15.0
@@ -345,8 +347,9 @@ class Glow(keras.Model):
         q = quantize(x, self.num_bits)
         if noise is None:
             shape, hi = tf.shape(q), 1.0 / 2 ** self.num_bits
-            noise = (tf.random.stateless_uniform(shape, seed, 0.0, hi) if seed is not None
-                     else tf.random.uniform(shape, 0.0, hi))
+            # Stateless draws: for the global batch, sliced per replica (distribute.py).
+            noise = (hi * replica_random(tf.random.stateless_uniform, shape, seed)
+                     if seed is not None else tf.random.uniform(shape, 0.0, hi))
         return q + noise
 
     def encode(self, x, noise=None, seed=None, init: bool = False):

@@ -13,6 +13,8 @@ import random
 import keras
 import tensorflow as tf
 
+from lvat_tf.training import distribute
+
 #: Batch-norm modes. ``update``: batch statistics and moving-average update
 #: (the labeled pass); ``batch``: batch statistics, no update (every unlabeled
 #: and perturbed pass); ``moving``: inference with the moving statistics.
@@ -65,10 +67,13 @@ class UpstreamBatchNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         c = int(input_shape[-1])
+        # only_first_replica: updated inside the (replicated) step with the
+        # synchronised statistics, equal on every replica (training/distribute.py).
         self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False,
-                                           name="moving_mean")
+                                           name="moving_mean", aggregation="only_first_replica")
         self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False,
-                                               name="moving_variance")
+                                               name="moving_variance",
+                                               aggregation="only_first_replica")
         if self.use_affine:
             self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
             self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
@@ -84,9 +89,18 @@ class UpstreamBatchNorm(keras.layers.Layer):
         else:
             # Statistics in float32 at least, even under mixed precision.
             xs = x if dtype in (tf.float32, tf.float64) else tf.cast(x, tf.float32)
-            mean, var = tf.nn.moments(xs, axes=axes)
+            n = tf.cast(tf.reduce_prod(tf.shape(xs)[:-1]), xs.dtype)
+            if distribute.sync_context() is None:
+                mean, var = tf.nn.moments(xs, axes=axes)
+            else:
+                # Synchronised BN: the statistics of the global batch, in two
+                # passes (mean, then centred squares) as tf.nn.moments.
+                s1, n = distribute.all_reduce_sum([tf.reduce_sum(xs, axes), n])
+                mean = s1 / n
+                (s2,) = distribute.all_reduce_sum(
+                    [tf.reduce_sum(tf.square(xs - mean), axes)])
+                var = s2 / n
             if mode == "update":
-                n = tf.cast(tf.reduce_prod(tf.shape(xs)[:-1]), mean.dtype)
                 unbiased = var * n / tf.maximum(n - 1.0, 1.0)
                 d = tf.cast(self.decay, mean.dtype)
                 mv = tf.cast(self.moving_mean, mean.dtype)
@@ -118,7 +132,8 @@ def stateless_dropout(x: tf.Tensor, keep_prob: float, seed: tf.Tensor) -> tf.Ten
     """
     if keep_prob >= 1.0:
         return x
-    u = tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=tf.float32)
+    # Drawn for the global batch and sliced per replica under tf.distribute.
+    u = distribute.replica_random(tf.random.stateless_uniform, tf.shape(x), seed)
     mask = tf.cast(tf.floor(keep_prob + u), x.dtype)
     return x * mask / tf.cast(keep_prob, x.dtype)
 

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from lvat_tf.losses import kl_divergence_with_logits
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
+from lvat_tf.training.distribute import replica_random
 
 
 def lvat_vae_perturbation(forward, vae, x, clean_logits, d_init, epsilon, xi=1e-6,
@@ -68,8 +69,8 @@ class LVATVAE(_LatentVAT):
     """The LVAT-VAE regulariser; ``model`` is a frozen :class:`VAE`."""
 
     def adversarial_input(self, forward, x, clean_logits, seed):
-        d = tf.random.stateless_normal([tf.shape(x)[0], self.model.latent_dim], seed=seed,
-                                       dtype=x.dtype)
+        d = replica_random(tf.random.stateless_normal, [tf.shape(x)[0], self.model.latent_dim],
+                           seed, x.dtype)
         z, r = lvat_vae_perturbation(forward, self.model, x, clean_logits, d, self.epsilon,
                                      self.xi, self.num_power_iterations, self.power_iteration)
         return self.model.decode(z + r, training=False)
@@ -103,8 +104,8 @@ class LVATGlow(_LatentVAT):
         b = tf.shape(x)[0]
         (hy, wy, cy), (hz, wz, cz) = self.model.latent_shapes
         fold = tf.random.experimental.stateless_fold_in
-        d = [tf.random.stateless_normal([b, hy, wy, cy], seed=fold(seed, 1), dtype=x.dtype),
-             tf.random.stateless_normal([b, hz, wz, cz], seed=fold(seed, 2), dtype=x.dtype)]
+        d = [replica_random(tf.random.stateless_normal, [b, hy, wy, cy], fold(seed, 1), x.dtype),
+             replica_random(tf.random.stateless_normal, [b, hz, wz, cz], fold(seed, 2), x.dtype)]
         (y, z), (r_y, r_z) = lvat_glow_perturbation(
             forward, self.model, x, clean_logits, d, self.epsilon, self.xi,
             self.num_power_iterations, self.power_iteration, seed=fold(seed, 3))

@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from lvat_tf.losses import kl_divergence_with_logits, logsoftmax
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
+from lvat_tf.training import distribute
 
 COVARIANCES = ("full", "diagonal", "identity")
 SMOOTHNESS = ("log", "plain")
@@ -65,28 +66,37 @@ class GaussianMixture(keras.layers.Layer):
         self.m, self.d, self.covariance = int(num_components), int(dim), covariance
         self.alpha, self.beta = float(alpha), float(beta)
         self.means = self.add_weight(shape=(self.m, self.d), initializer="zeros",
-                                     trainable=False, name="means")
+                                     trainable=False, name="means", aggregation="only_first_replica")
         cov_shape = {"full": (self.m, self.d, self.d), "diagonal": (self.m, self.d),
                      "identity": (self.m, self.d)}[covariance]
         init = (keras.initializers.Constant(tf.eye(self.d, batch_shape=[self.m]).numpy())
                 if covariance == "full" else "ones")
         self.covs = self.add_weight(shape=cov_shape, initializer=init, trainable=False,
-                                    name="covariances")
+                                    name="covariances", aggregation="only_first_replica")
         self.seen = self.add_weight(shape=(self.m,), initializer="zeros", trainable=False,
-                                    name="seen")
+                                    name="seen", aggregation="only_first_replica")
 
     # -- statistics -----------------------------------------------------------
     def batch_statistics(self, z, y):
-        """(counts (M,), class means (M, D), class scatters) of a labeled batch."""
+        """(counts (M,), class means (M, D), class scatters) of a labeled batch.
+
+        Under tf.distribute the sums are all-reduced (two passes: counts and
+        sums, then centred scatters), so every replica gets the statistics of
+        the global batch.
+        """
         onehot = tf.one_hot(tf.cast(y, tf.int32), self.m, dtype=z.dtype)
-        counts = tf.reduce_sum(onehot, 0)
+        counts, sums = distribute.all_reduce_sum([tf.reduce_sum(onehot, 0),
+                                                  tf.matmul(onehot, z, transpose_a=True)])
         safe = tf.maximum(counts, 1.0)
-        means = tf.matmul(onehot, z, transpose_a=True) / safe[:, None]
+        means = sums / safe[:, None]
         diff = z - tf.gather(means, tf.cast(y, tf.int32))
         if self.covariance == "full":
-            scatter = tf.einsum("bm,bd,be->mde", onehot, diff, diff) / safe[:, None, None]
+            (scatter,) = distribute.all_reduce_sum([tf.einsum("bm,bd,be->mde", onehot, diff, diff)])
+            scatter = scatter / safe[:, None, None]
         else:
-            scatter = tf.matmul(onehot, tf.square(diff), transpose_a=True) / safe[:, None]
+            (scatter,) = distribute.all_reduce_sum([tf.matmul(onehot, tf.square(diff),
+                                                              transpose_a=True)])
+            scatter = scatter / safe[:, None]
         return counts, means, scatter
 
     def update(self, z, y):
@@ -251,7 +261,7 @@ class MAT:
         with no_record():
             if clean_features is None:
                 clean_features, clean_logits = forward(x, features=True)
-            d = tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
+            d = distribute.replica_random(tf.random.stateless_normal, tf.shape(x), seed, x.dtype)
             clean, r = mat_perturbation(forward, self.gmm, x, clean_logits, clean_features, d,
                                         self.epsilon, self.xi, self.num_power_iterations,
                                         self.power_iteration)

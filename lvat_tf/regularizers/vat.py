@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from lvat_tf.losses import entropy_from_logits, kl_divergence_with_logits
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
+from lvat_tf.training import distribute
 
 
 def virtual_adversarial_perturbation(forward, x, clean_logits, d_init, epsilon, xi=1e-6,
@@ -55,7 +56,7 @@ class VAT:
     needs_clean_grad: bool = False
 
     def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
-        d = tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
+        d = distribute.replica_random(tf.random.stateless_normal, tf.shape(x), seed, x.dtype)
         with no_record():
             r = virtual_adversarial_perturbation(forward, x, clean_logits, d, self.epsilon,
                                                  self.xi, self.num_power_iterations,

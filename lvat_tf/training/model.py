@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from lvat_tf.losses import cross_entropy
 from lvat_tf.models.layers import fold_seed
+from lvat_tf.training import distribute
 
 # Salts folded into the step seed.
 _SALT_LABELED, _SALT_UNLABELED, _SALT_REG = 11, 12, 13
@@ -46,6 +47,13 @@ class SSLModel(keras.Model):
         for r in self.regularizers:
             if hasattr(r, "labeled_loss"):
                 self.reg_trackers[r.name + "_info"] = keras.metrics.Mean(name=r.name + "_info")
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TF trainer builds a model under a tf.distribute strategy by
+        # pulling one batch and averaging it over replicas, which fails for
+        # dict batches under MultiWorkerMirroredStrategy. The classifier and
+        # the optimizer are built before fit (training/run.py), so skip it.
+        return None
 
     @property
     def metrics(self):
@@ -115,21 +123,32 @@ class SSLModel(keras.Model):
         variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
             total, xe, logits_l, reg_losses, feats_l = self._step_losses(data, tape)
-        grads = tape.gradient(total, variables)
+            # Under tf.distribute each replica's losses are means over its slice
+            # and Keras sums the replicas' gradients: 1/R makes that the
+            # gradient of the global-batch mean (distribute.py).
+            scaled = total / tf.cast(distribute.num_replicas(), total.dtype)
+        grads = tape.gradient(scaled, variables)
         self.optimizer.apply(grads, variables)
         for reg in self.regularizers:
             if hasattr(reg, "update_state"):  # e.g. MAT's mixture, after the update
                 reg.update_state(tf.stop_gradient(feats_l), data["y_l"])
         self._update_metrics(total, xe, logits_l, data["y_l"], reg_losses)
-        return {m.name: m.result() for m in self.metrics}
+        return self._results(self.metrics)
+
+    def _results(self, metrics):
+        out = {m.name: m.result() for m in metrics}
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces multi-worker step outputs with reduce(MEAN, axis=0),
+            # which rejects scalars: hand it shape-(1,) values (scalars after).
+            out = {k: tf.reshape(v, [1]) for k, v in out.items()}
+        return out
 
     def test_step(self, data):
         x, y = data
         logits = self.classifier(x, bn_mode="moving")
         xe = cross_entropy(logits, y)
         self._update_metrics(xe, xe, logits, y, {}, weight=tf.shape(y)[0])
-        return {m.name: m.result() for m in (self.loss_tracker, self.xe_tracker,
-                                             self.acc_tracker)}
+        return self._results((self.loss_tracker, self.xe_tracker, self.acc_tracker))
 
     def _update_metrics(self, total, xe, logits, y, reg_losses, weight=None):
         acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),

@@ -25,9 +25,13 @@ class UpstreamAdam(keras.optimizers.Adam):
             return
         super().build(var_list)
         self.beta_1_var = self.add_variable((), initializer=keras.initializers.Constant(
-            self._initial_beta_1), dtype="float32", name="beta_1_current")
+            self._initial_beta_1), dtype="float32", name="beta_1_current",
+            aggregation="only_first_replica")
+        # Assigned inside the replicated step (tf.distribute): the first
+        # replica's value, like Keras' own iteration counter.
         self.beta_1_power = self.add_variable((), initializer="ones", dtype="float32",
-                                              name="beta_1_power")
+                                              name="beta_1_power",
+                                              aggregation="only_first_replica")
 
     def set_beta_1(self, value: float):
         self.beta_1_var.assign(value)

@@ -8,6 +8,7 @@ Run directory layout (``--log_dir``)::
     tb/train, tb/test    TensorBoard scalars
     results.json         final metrics (written atomically at the end)
 """
+import contextlib
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from lvat_tf.models import registry as model_registry
 from lvat_tf.regularizers import methods
 from lvat_tf.regularizers.power_iteration import xi_resolution_warning
 from lvat_tf.training import callbacks as cb
+from lvat_tf.training import distribute
 from lvat_tf.training.model import SSLModel
 from lvat_tf.training.optimizer import UpstreamAdam
 
@@ -39,8 +41,33 @@ class RunDirError(ValueError):
 
 # Fields that may change between a run and its resumption without changing
 # what is computed.
-_RESUME_FREE = {"log_dir", "jit_compile", "eval_freq", "eval_batch_size", "num_eval_examples", "data_dir",
-                "tfds_download", "finetune_batch_size", "finetune_iter"}
+_RESUME_FREE = {"log_dir", "jit_compile", "eval_freq", "eval_batch_size", "num_eval_examples",
+                "data_dir", "tfds_download", "finetune_batch_size", "finetune_iter",
+                # a run computes the same on any number of replicas (distribute.py)
+                "distribution_strategy", "num_cpu_devices"}
+
+
+@contextlib.contextmanager
+def mixed_precision_policy(enabled: bool):
+    """Keras' ``mixed_bfloat16`` policy for the models built inside, restored after.
+
+    bfloat16 compute with float32 variables: CPUs with AVX512-BF16/AMX, Ampere
+    and later GPUs, TPUs. The losses (softmax, KL, cross-entropy) and the
+    batch-norm statistics run in float32 (losses.py, layers.py) and the
+    adversarial direction uses the exact power iteration (config.py):
+    finite differences at xi = 1e-6 are below bfloat16's resolution. float16
+    is not offered: it needs dynamic loss scaling, and the VAT gradients of a
+    small KL underflow without it.
+    """
+    if not enabled:
+        yield
+        return
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(old)
 
 
 def set_determinism(jit_compile: bool) -> None:
@@ -222,6 +249,9 @@ def train_and_evaluate(cfg, verbose="auto"):
     if not cfg.log_dir:
         raise config_lib.ConfigError("log_dir", "a run directory is required")
     t_start = time.time()
+    # First: multi-worker strategies must exist before any other TF op runs.
+    strategy = distribute.make_strategy(cfg.distribution_strategy, cfg.num_cpu_devices)
+    chief = distribute.is_chief(strategy)
     _check_run_dir(cfg)
     keras.utils.set_random_seed(cfg.seed)
     set_determinism(cfg.jit_compile)
@@ -230,53 +260,73 @@ def train_and_evaluate(cfg, verbose="auto"):
     prep_path = os.path.join(cfg.log_dir, "preprocessing.npz")
     prep = Preprocessor.load(prep_path) if os.path.isfile(prep_path) else None
     data = pipeline.load_ssl_data(cfg, prep)
-    if prep is None:
-        data.preprocessor.save(prep_path)
-    config_lib.save_config(cfg, cfg.log_dir)
+    if chief:
+        if prep is None:
+            data.preprocessor.save(prep_path)
+        config_lib.save_config(cfg, cfg.log_dir)
 
     spec = methods.get_method(cfg.method)
-    generative = generative_model_for(cfg, data) if spec.generative else None
-    clf = build_classifier(cfg, data.spec, data.image_shape)
-    feats, _ = clf(tf.zeros((2,) + tuple(data.image_shape)), bn_mode="moving",
-                   return_features=True)
-    regs = methods.build_regularizers(cfg, generative, feature_dim=int(feats.shape[-1]),
-                                      num_classes=data.spec.num_classes)
-    if cfg.power_iteration == "finite_difference" and regs and cfg.method in ("vat", "vatent"):
-        msg = xi_resolution_warning(cfg.xi, data.image_shape, data.input_abs_max)
-        if msg:
-            logging.warning(msg)
+    # The generative model stays float32 (built before the mixed policy is set).
+    with strategy.scope():
+        generative = generative_model_for(cfg, data) if spec.generative else None
+    with mixed_precision_policy(cfg.mixed_precision):
+        return _train(cfg, strategy, chief, data, spec, generative, t_start, verbose)
 
-    model = SSLModel(clf, regs, seed=cfg.seed)
-    # The optimizer's name prefixes its variables' checkpoint keys: a fixed
-    # name, or the second run of a process (reproduce.py) would save
-    # "upstream_adam_1/..." and could not be resumed by a fresh process. Runs
-    # saved before this fix keep the name their checkpoint holds.
-    ckpt_dir = os.path.join(cfg.log_dir, "checkpoints")
-    opt = UpstreamAdam(learning_rate=cfg.learning_rate, beta_1=cfg.mom1,
-                       name=_checkpoint_optimizer_name(tf.train.latest_checkpoint(ckpt_dir)))
-    # XLA: whole train step compiled; measured slower for Conv-Large on this CPU
-    # (environment.md), so off by default.
-    model.compile(optimizer=opt, jit_compile=cfg.jit_compile)
-    opt.build(clf.trainable_variables)
-    state = {f"{i}/{v.path}": v for i, r in enumerate(regs) for v in getattr(r, "variables", [])}
-    ckpt, manager, epoch_var = make_checkpoint(clf, opt, ckpt_dir, extra=state)
+
+def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
+    with strategy.scope():
+        clf = build_classifier(cfg, data.spec, data.image_shape)
+        feats, _ = clf(tf.zeros((2,) + tuple(data.image_shape)), bn_mode="moving",
+                       return_features=True)
+        regs = methods.build_regularizers(cfg, generative, feature_dim=int(feats.shape[-1]),
+                                          num_classes=data.spec.num_classes)
+        if cfg.power_iteration == "finite_difference" and regs and cfg.method in ("vat", "vatent"):
+            msg = xi_resolution_warning(cfg.xi, data.image_shape, data.input_abs_max)
+            if msg:
+                logging.warning(msg)
+
+        model = SSLModel(clf, regs, seed=cfg.seed)
+        # The optimizer's name prefixes its variables' checkpoint keys: a fixed
+        # name, or the second run of a process (reproduce.py) would save
+        # "upstream_adam_1/..." and could not be resumed by a fresh process. Runs
+        # saved before this fix keep the name their checkpoint holds.
+        ckpt_dir = os.path.join(cfg.log_dir, "checkpoints")
+        latest = tf.train.latest_checkpoint(ckpt_dir)
+        opt = UpstreamAdam(learning_rate=cfg.learning_rate, beta_1=cfg.mom1,
+                           name=_checkpoint_optimizer_name(latest))
+        # XLA: whole train step compiled; measured slower for Conv-Large on this CPU
+        # (environment.md), so off by default.
+        model.compile(optimizer=opt, jit_compile=cfg.jit_compile)
+        opt.build(clf.trainable_variables)
+        # The classifier is built; Keras' symbolic build (which would call the
+        # model on a training dict) is skipped.
+        model.built = True
+        state = {f"{i}/{v.path}": v for i, r in enumerate(regs)
+                 for v in getattr(r, "variables", [])}
+        # Multi-worker: every worker saves (saving is collective), the chief
+        # into the run directory, the others into a scratch directory.
+        save_dir = ckpt_dir if chief else os.path.join(
+            cfg.log_dir, "workers", str(distribute.worker_index(strategy)), "checkpoints")
+        ckpt, manager, epoch_var = make_checkpoint(clf, opt, save_dir, extra=state)
     initial_epoch = 0
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
         initial_epoch = int(epoch_var.numpy())
-        logging.info("Resuming from %s (epoch %d, step %d)", manager.latest_checkpoint,
+        logging.info("Resuming from %s (epoch %d, step %d)", latest,
                      initial_epoch, int(opt.iterations.numpy()))
     logging.info("%s on %s: %d parameters, %d epochs x %d steps", cfg.model, cfg.dataset,
                  clf.count_params(), cfg.num_epochs, cfg.num_iter_per_epoch)
 
     start_step = initial_epoch * cfg.num_iter_per_epoch
-    train_ds = pipeline.train_dataset(data, cfg.batch_size, cfg.ul_batch_size, cfg.seed,
-                                      start_step, cfg.aug_trans, cfg.aug_flip,
-                                      with_unlabeled=spec.uses_unlabeled)
+    train_ds = distribute.distribute_train_dataset(
+        strategy, lambda: pipeline.train_dataset(data, cfg.batch_size, cfg.ul_batch_size,
+                                                 cfg.seed, start_step, cfg.aug_trans,
+                                                 cfg.aug_flip, with_unlabeled=spec.uses_unlabeled),
+        {"x_l": cfg.batch_size, "x_u": cfg.ul_batch_size})
     x_ev, y_ev = pipeline.eval_subset(data, cfg.num_eval_examples, cfg.seed)
     eval_ds = pipeline.eval_dataset(x_ev, y_ev, cfg.eval_batch_size)
-    train_writer, test_writer = cb.make_writer(cfg.log_dir, "train"), cb.make_writer(
-        cfg.log_dir, "test")
+    tb_dir = cfg.log_dir if chief else os.path.dirname(save_dir)
+    train_writer, test_writer = cb.make_writer(tb_dir, "train"), cb.make_writer(tb_dir, "test")
     schedule = cb.UpstreamSchedule(cfg)
     guard = cb.NaNGuard()
     evaluator = cb.PeriodicEval(eval_ds, cfg.eval_freq, cfg.num_epochs, test_writer,
@@ -296,6 +346,9 @@ def train_and_evaluate(cfg, verbose="auto"):
                                f"({guard.bad_logs}); last good checkpoint kept: {kept}")
 
     results = final_evaluation(clf, data, cfg)
+    results["distribution"] = {"strategy": cfg.distribution_strategy,
+                               "replicas": strategy.num_replicas_in_sync}
+    results["mixed_precision"] = cfg.mixed_precision
     results.update({
         "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
         "num_labeled_examples": cfg.num_labeled_examples,
@@ -304,7 +357,8 @@ def train_and_evaluate(cfg, verbose="auto"):
         "wall_seconds_this_session": round(time.time() - t_start, 1),
         "periodic_eval": evaluator.history, "config": cfg.to_dict(),
     })
-    _write_json_atomic(os.path.join(cfg.log_dir, "results.json"), results)
+    if chief:
+        _write_json_atomic(os.path.join(cfg.log_dir, "results.json"), results)
     logging.info("test error %.2f %% (%d/%d correct after BN re-estimation)",
                  results["test_error"], results["num_correct"], results["num_test_examples"])
     return results
