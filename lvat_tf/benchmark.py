@@ -58,6 +58,24 @@ def build_generative(kind, image_shape, arch=None):
 
 def benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, steps=10, warmup=2,
                      generative_arch=None, **overrides):
+    """See :func:`_benchmark_method`; under ``mixed_precision=True`` the classifier is bfloat16."""
+    from lvat_tf.training.run import mixed_precision_policy
+    kind = methods.get_method(method).generative
+    gen = None
+    if kind:  # the generative model stays float32, as in training
+        spec = data_registry.get_spec(dataset)
+        shape = tuple(spec.image_shape)
+        if max(shape[:2]) < 32:
+            shape = (32, 32, shape[2])
+        keras.utils.set_random_seed(0)
+        gen = build_generative(kind, shape, generative_arch)
+    with mixed_precision_policy(overrides.get("mixed_precision", False)):
+        return _benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, steps,
+                                 warmup, gen, **overrides)
+
+
+def _benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, steps, warmup,
+                      generative, **overrides):
     """Median ms per training step of one method on random data of the dataset's shape.
 
     LVAT methods get an untrained generative model of ``generative_arch``
@@ -70,11 +88,9 @@ def benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, ste
     keras.utils.set_random_seed(0)
     shape = tuple(spec.image_shape)
     kind = methods.get_method(method).generative
-    gen, arch = None, None
-    if kind:
-        if max(shape[:2]) < 32:
-            shape = (32, 32, shape[2])
-        gen, arch = build_generative(kind, shape, generative_arch)
+    gen, arch = generative or (None, None)
+    if kind and max(shape[:2]) < 32:
+        shape = (32, 32, shape[2])
     clf = model_registry.build_from_config(cfg, spec.num_classes)
     feats, _ = clf(tf.zeros((2,) + shape), bn_mode="moving", return_features=True)
     regs = methods.build_regularizers(cfg, gen, feature_dim=int(feats.shape[-1]),
@@ -101,9 +117,82 @@ def benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, ste
     return {"method": method, "model": model_name, "dataset": dataset,
             "batch_size": batch_size, "ul_batch_size": ul_batch_size,
             "power_iteration": cfg.power_iteration, "jit_compile": cfg.jit_compile,
+            "mixed_precision": cfg.mixed_precision,
             "ms_per_step": round(ms, 2),
             "images_per_s": round((batch_size + (ul_batch_size if cfg.method != "baseline"
                                                  else 0)) / (ms / 1000), 1),
             "gflop_per_step": round(flops / 1e9, 2),
             "achieved_gflops": round(flops / 1e9 / (ms / 1000), 1), "steps_timed": steps,
             "generative": arch}
+
+
+def direction_cosines(model_name, dataset, batch_size=32, xi=1e-6, seed=0, data=None):
+    """How well each precision / mode recovers the VAT direction, against float64 exact.
+
+    One classifier's weights are copied into float64, float32 and
+    mixed-bfloat16 builds of it; on the same inputs, dropout masks and random
+    start d, the power iteration's direction is computed as
+
+    * ``bfloat16_exact``: mixed bfloat16 (float32 softmax / KL / BN statistics),
+      forward-over-reverse Hessian-vector product (``--mixed_precision``);
+    * ``float32_exact``: float32, the same product (``--power_iteration=exact``);
+    * ``float32_finite_difference``: float32 at ``xi`` (upstream).
+
+    Args:
+      model_name, dataset: the classifier and the image shape.
+      batch_size: images (random uniform in [-0.5, 0.5] unless ``data``).
+      data: optional (B, H, W, C) float32 inputs.
+
+    Returns:
+      {variant: {"mean": mean cosine, "min": min cosine}} over the batch.
+    """
+    from lvat_tf.regularizers.power_iteration import power_iteration
+    from lvat_tf.training.run import mixed_precision_policy
+
+    spec = data_registry.get_spec(dataset)
+    cfg = make_config(dataset=dataset, model=model_name, method="vat")
+    shape = tuple(spec.image_shape)
+    rng = np.random.RandomState(seed)
+    x = data if data is not None else rng.uniform(-0.5, 0.5, (batch_size,) + shape)
+
+    def build(policy):
+        old = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(policy)
+        try:
+            keras.utils.set_random_seed(seed)
+            clf = model_registry.build_from_config(cfg, spec.num_classes)
+            clf(tf.zeros((2,) + shape, clf.compute_dtype), bn_mode="moving")
+        finally:
+            keras.config.set_dtype_policy(old)
+        return clf
+
+    ref = build("float32")
+    dseed = tf.constant([seed, 1], tf.int64)
+    d0 = tf.random.stateless_normal((len(x),) + shape, seed=[seed, 2], dtype=tf.float64)
+
+    def direction(clf, dtype, mode):
+        xt = tf.constant(x, dtype)
+
+        def fwd(r):
+            return clf(xt + r, bn_mode="batch", dropout_seed=dseed)
+
+        g = power_iteration(fwd, fwd(tf.zeros_like(xt)), tf.cast(d0, dtype), xi=xi, mode=mode)
+        return tf.reshape(tf.cast(g, tf.float64), [len(x), -1]).numpy()
+
+    clf64 = build("float64")
+    for v64, v in zip(clf64.variables, ref.variables):
+        v64.assign(tf.cast(v, v64.dtype))
+    want = direction(clf64, tf.float64, "exact")
+    with mixed_precision_policy(True):
+        bf = build("mixed_bfloat16")
+    for vb, v in zip(bf.variables, ref.variables):
+        vb.assign(v)
+    got = {"bfloat16_exact": direction(bf, tf.float32, "exact"),
+           "float32_exact": direction(ref, tf.float32, "exact"),
+           "float32_finite_difference": direction(ref, tf.float32, "finite_difference")}
+    out = {}
+    for k, g in got.items():
+        cos = np.sum(g * want, 1) / (np.linalg.norm(g, axis=1) * np.linalg.norm(want, axis=1)
+                                     + 1e-300)
+        out[k] = {"mean": round(float(cos.mean()), 4), "min": round(float(cos.min()), 4)}
+    return out

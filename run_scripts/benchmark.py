@@ -28,6 +28,11 @@ flags.DEFINE_list("vae_widths", ["128", "256", "512"], "LVAT-VAE: encoder widths
 flags.DEFINE_integer("glow_levels", 3, "LVAT-Glow: L of the (untrained) Glow timed (upstream 3).")
 flags.DEFINE_integer("glow_steps", 22, "LVAT-Glow: K steps per level (upstream 22).")
 flags.DEFINE_integer("glow_width", 128, "LVAT-Glow: coupling width (upstream 128).")
+flags.DEFINE_bool("mixed_precision", False, "Time bfloat16 (mixed) train steps; VAT-type "
+                  "methods then use the exact power iteration.")
+flags.DEFINE_integer("direction_cosine", 0, "Also measure, on this many images, the cosine of "
+                     "the VAT direction in bfloat16 / float32 (exact and finite-difference) to "
+                     "the float64 exact one (0 = skip).")
 FLAGS = flags.FLAGS
 
 
@@ -52,7 +57,8 @@ def main(argv):
             row = benchmark.benchmark_method(method, FLAGS.model, FLAGS.dataset,
                                              FLAGS.batch_size, FLAGS.ul_batch_size,
                                              steps=FLAGS.steps, warmup=FLAGS.warmup,
-                                             jit_compile=FLAGS.jit_compile, **extra)
+                                             jit_compile=FLAGS.jit_compile,
+                                             mixed_precision=FLAGS.mixed_precision, **extra)
         except _common.user_errors() as e:
             _common.fail(str(e))
         row["method"] = m
@@ -71,6 +77,14 @@ def main(argv):
         print(f"| {r['method']} | {r['model']} | {gen} | {r['batch_size']}+{r['ul_batch_size']} | "
               f"{r['ms_per_step']} | {r['images_per_s']} | {r['ratio_to_baseline']} | "
               f"{r['ratio_to_vat']} | {r['gflop_per_step']} | {r['achieved_gflops']} |")
+    if FLAGS.direction_cosine:
+        cos = benchmark.direction_cosines(FLAGS.model, FLAGS.dataset, FLAGS.direction_cosine)
+        print(f"\nVAT direction vs float64 exact, {FLAGS.direction_cosine} images "
+              f"(cosine mean / min):")
+        for k, v in cos.items():
+            print(f"  {k}: {v['mean']:.4f} / {v['min']:.4f}")
+        for r in rows:
+            r["direction_cosine"] = cos
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(rows, f, indent=2)

@@ -338,3 +338,28 @@ def test_second_run_of_a_process_saves_resumable_optimizer_keys(tmp_path):
     tf.compat.v1.train.update_checkpoint_state(ckpt_dir, os.path.join(ckpt_dir, "ckpt-1"))
     res = run.train_and_evaluate(old, verbose=0)
     assert res["num_iterations"] == 2 * old.num_iter_per_epoch
+
+
+def test_mixed_precision_run_trains_in_bfloat16_and_restores_the_policy(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    cfg = tiny_config(str(tmp_path / "mp"), mixed_precision=True, num_epochs=1,
+                      epoch_decay_start=0)
+    assert cfg.power_iteration == "exact"  # finite differences vanish in bfloat16
+    res = run.train_and_evaluate(cfg, verbose=0)
+    assert res["mixed_precision"] and np.isfinite(res["periodic_eval"][-1]["loss"])
+    assert keras.config.dtype_policy().name == "float32"  # restored for what follows
+    latest = tf.train.latest_checkpoint(str(tmp_path / "mp" / "checkpoints"))
+    dtypes = {tf.train.load_variable(latest, k).dtype for k, _ in tf.train.list_variables(latest)
+              if k.startswith("classifier/")}
+    assert dtypes == {np.dtype("float32")}  # float32 master weights
+    # The classifier of the run computes in bfloat16 when rebuilt under the policy.
+    from lvat_tf.training.run import mixed_precision_policy
+    from lvat_tf.models import registry as model_registry
+    with mixed_precision_policy(True):
+        clf = model_registry.build_from_config(cfg, 10)
+        logits = clf(tf.zeros((2, 32, 32, 3)), bn_mode="moving")
+    assert logits.dtype == tf.bfloat16
+    from lvat_tf.losses import kl_divergence_with_logits
+    assert kl_divergence_with_logits(logits, logits).dtype == tf.float32
