@@ -46,6 +46,29 @@ def test_exact_single_step_equals_hessian_vector_product():
     np.testing.assert_allclose(g, (v @ h) / len(d0), rtol=2e-4, atol=1e-7)
 
 
+def test_gauss_newton_product_equals_forward_over_reverse_at_the_clean_point():
+    # VAT's reference is the unperturbed output, so the KL's logit gradient is
+    # zero at r = 0 and J^T H_z J d is the full Hessian product; checked on a
+    # conv net with batch-mode BN (samples coupled) and a shared dropout mask.
+    from lvat_tf.losses import normalize_per_sample
+    from lvat_tf.regularizers.power_iteration import (_forward_over_reverse_hvp,
+                                                      _gauss_newton_hvp)
+    keras.utils.set_random_seed(1)
+    clf = registry.build("tiny_cnn", keep_prob_hidden=0.5)
+    x = tf.random.normal((6, 16, 16, 3))
+    seed = tf.constant([1, 2], tf.int64)
+    fwd = lambda r: clf(x + r, bn_mode="batch", dropout_seed=seed)  # noqa: E731
+    zeros = [tf.zeros_like(x)]
+    tangents = [normalize_per_sample(tf.random.normal(x.shape))]
+    gn = _gauss_newton_hvp(fwd, zeros, tangents, False)[0].numpy().reshape(6, -1)
+    grads, hv = _forward_over_reverse_hvp(fwd, fwd(0.0), zeros, tangents, False)
+    fr = hv[0].numpy().reshape(6, -1)
+    assert np.max(np.abs(grads[0].numpy())) < 1e-6  # the gradient at the clean point
+    np.testing.assert_allclose(gn, fr, rtol=1e-3, atol=1e-4 * np.abs(fr).max())
+    cos = np.sum(gn * fr, 1) / (np.linalg.norm(gn, axis=1) * np.linalg.norm(fr, axis=1))
+    assert cos.min() > 0.99999, cos
+
+
 def test_perturbation_has_norm_epsilon_per_sample_and_lists_are_normalised_per_part():
     keras.utils.set_random_seed(0)
     clf = registry.build("tiny_cnn", keep_prob_hidden=1.0)

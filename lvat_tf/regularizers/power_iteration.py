@@ -11,9 +11,13 @@ Two ways to get H·d, H the Hessian of KL(p_clean || p(r)) at r = 0:
   At upstream's xi = 1e-6 in float32 the input-space direction is mostly
   rounding noise (x + xi·d equals x in most pixels); this stays the default
   for fidelity and :func:`xi_resolution_warning` says when it bites.
-* ``exact``: forward-over-reverse autodiff, the Hessian-vector product
-  computed by a ``tf.autodiff.ForwardAccumulator`` over the gradient. No xi,
-  well defined in float32 and mixed precision.
+* ``exact``: the Hessian-vector product by autodiff. No xi, well defined in
+  float32 and mixed precision. Where the reference is the unperturbed output
+  (VAT, MAT) the KL's logit gradient vanishes at r = 0 and H = J^T H_z J
+  exactly: one forward-mode pass and one reverse pass
+  (:func:`_gauss_newton_hvp`). LVAT (``first_order``) needs the full
+  forward-over-reverse product; across tf.distribute replicas a
+  reverse-over-reverse one (the all-reduce has no forward-mode rule).
 """
 from typing import Callable, Sequence, Union
 
@@ -73,13 +77,10 @@ def power_iteration(forward: Callable[[Tensors], tf.Tensor], clean_logits: tf.Te
         else:
             tangents = [normalize_per_sample(p) for p in parts]
             zeros = [tf.zeros_like(p) for p in parts]
-            if distribute.sync_context() is None:
-                with tf.autodiff.ForwardAccumulator(zeros, tangents) as acc:
-                    with tf.GradientTape() as tape:
-                        tape.watch(zeros)
-                        dist = kl_divergence_with_logits(clean, forward(_restore(zeros, was_list)))
-                    grads = tape.gradient(dist, zeros)
-                hvps = acc.jvp(grads, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            if distribute.sync_context() is None and not first_order:
+                hvps = _gauss_newton_hvp(forward, zeros, tangents, was_list)
+            elif distribute.sync_context() is None:
+                grads, hvps = _forward_over_reverse_hvp(forward, clean, zeros, tangents, was_list)
             else:
                 # Across replicas the synchronised BN statistics couple the
                 # samples through an all-reduce, which has a gradient but no
@@ -98,6 +99,40 @@ def power_iteration(forward: Callable[[Tensors], tf.Tensor], clean_logits: tf.Te
                 hvps = [g + xi * h for g, h in zip(grads, hvps)]
             parts = [tf.stop_gradient(h) for h in hvps]
     return _restore(parts, was_list)
+
+
+def _forward_over_reverse_hvp(forward, clean, zeros, tangents, was_list):
+    """(grad, H·d) of KL(clean || forward(r)) at r = 0: a tangent pass over the gradient."""
+    with tf.autodiff.ForwardAccumulator(zeros, tangents) as acc:
+        with tf.GradientTape() as tape:
+            tape.watch(zeros)
+            dist = kl_divergence_with_logits(clean, forward(_restore(zeros, was_list)))
+        grads = tape.gradient(dist, zeros)
+    return grads, acc.jvp(grads, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def _gauss_newton_hvp(forward, zeros, tangents, was_list):
+    """H·d for H the Hessian at r = 0 of KL(p || softmax(forward(r))) where p = softmax(forward(0)).
+
+    There the KL's gradient with respect to the logits vanishes, so the
+    Hessian is exactly J^T H_z J (J = d logits / d r, H_z the KL's Hessian in
+    the logits, per sample (diag(q) - q q^T) / B): one forward-mode pass
+    (J d), a K x K product in float32, one reverse pass (J^T u). About one
+    forward pass more than a finite difference, against forward-over-reverse's
+    tangent pass through the whole backward pass (measured on Conv-Large,
+    32+128 images: 1.76x the finite-difference step the other way).
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(zeros)
+        with tf.autodiff.ForwardAccumulator(zeros, tangents) as acc:
+            logits = forward(_restore(zeros, was_list))
+        jd = acc.jvp(logits, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    q = tf.nn.softmax(tf.cast(logits, tf.float32))
+    v = tf.cast(jd, tf.float32)
+    b = tf.cast(tf.shape(q)[0], tf.float32)
+    u = (q * v - q * tf.reduce_sum(q * v, axis=-1, keepdims=True)) / b
+    return tape.gradient(logits, zeros, output_gradients=tf.cast(tf.stop_gradient(u), logits.dtype),
+                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
 def scale_to_epsilon(g: Tensors, epsilon: float) -> Tensors:
