@@ -258,13 +258,16 @@ def make_config(script: str = "train", **values) -> Config:
         resolved["glow_train_steps"] = glow_defaults(cfg.dataset)["train_steps"]
     if cfg.eval_batch_size is None:
         resolved["eval_batch_size"] = EVAL_BATCH_SIZE_DEFAULTS.get(script, 100)
+    forced = {}
     if cfg.mixed_precision and cfg.power_iteration == "finite_difference":
         # xi * d (xi = 1e-6) vanishes in bfloat16: the direction would be noise.
-        resolved["power_iteration"] = "exact"
+        forced["power_iteration"] = "exact"
+        logging.info("--mixed_precision: --power_iteration=exact (finite differences vanish in "
+                     "bfloat16)")
     for k, v in resolved.items():
         logging.info("Default for --%s (dataset=%s, method=%s): %s", k, cfg.dataset,
                      cfg.method, v)
-    cfg = cfg.replace(**resolved)
+    cfg = cfg.replace(**resolved, **forced)
     validate(cfg, data_registry, model_registry)
     return cfg
 

@@ -13,7 +13,8 @@ import json
 import _common  # noqa: F401
 from absl import app, flags
 
-flags.DEFINE_list("methods", ["baseline", "vat", "vatent", "vat_exact", "lvat_vae", "lvat_glow"],
+flags.DEFINE_list("methods", ["baseline", "vat", "vatent", "vat_exact", "lvat_vae", "lvat_glow",
+                              "mat"],
                   "Methods to time (vat_exact = vat with --power_iteration=exact).")
 flags.DEFINE_string("model", "mlp", "Classifier (--model of train.py).")
 flags.DEFINE_string("dataset", "mnist", "Dataset whose image shape is used.")
