@@ -87,15 +87,16 @@ def main(argv):
             # Finished in an earlier session: nothing trained now, keep its times.
             rows[name] = dict(earlier, test_error=round(res["test_error"], 2))
             continue
-        if fit_s == 0:  # finished before, no earlier row: its times are unknown here
+        if fit_s == 0:  # finished before, no earlier row: only its training time is known
             wall = cpu = None
+            fit_s = res.get("train_seconds_total", 0.0)
         rows[name] = {"variant": name, "method": cfg.method,
                       "power_iteration": cfg.power_iteration, "epsilon": cfg.epsilon,
                       "test_error": round(res["test_error"], 2),
                       "num_iterations": res["num_iterations"], "wall_minutes": None if wall is None else round(wall / 60, 2),
                       "cpu_minutes": None if cpu is None else round(cpu / 60, 2),
-                      "ms_per_step": (None if wall is None else
-                                      round(1000 * fit_s / max(1, cfg.num_iterations), 1)),
+                      "ms_per_step": (round(1000 * fit_s / max(1, cfg.num_iterations), 1)
+                                      if fit_s else None),
                       "generative_minutes": gen_min}
         logging.info("%s: %s", name, rows[name])
     # The recipe's order; rows kept from earlier sessions included.

@@ -241,6 +241,9 @@ def test_reproduce_script_tabulates_a_recipe(tmp_path):
         assert all(a <= c["accuracy"][0] + 1e-9 for a in c["accuracy"])
     assert (tmp_path / "digits100" / "robustness_l2.png").stat().st_size > 1000
     assert "under L2 fast gradient attack" in p.stdout
+    # The finished vat run was only evaluated again: it keeps its training time.
+    res = json.load(open(tmp_path / "digits100" / "vat" / "results.json"))
+    assert res["train_seconds_this_session"] == 0 and res["train_seconds_total"] > 0
     p = run_script("reproduce.py", "--recipe=digits100", "--robustness=pgd",
                    f"--output_dir={tmp_path}")
     assert p.returncode != 0 and "--robustness" in p.stderr

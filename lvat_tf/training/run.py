@@ -345,6 +345,13 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         raise TrainingDiverged(f"training stopped: non-finite loss at step {guard.bad_step} "
                                f"({guard.bad_logs}); last good checkpoint kept: {kept}")
 
+    # A finished run evaluated again keeps the training time it took.
+    prev_path = os.path.join(cfg.log_dir, "results.json")
+    prev_seconds = 0.0
+    if os.path.isfile(prev_path):
+        with open(prev_path) as f:
+            prev = json.load(f)
+        prev_seconds = prev.get("train_seconds_total", prev.get("train_seconds_this_session", 0.0))
     results = final_evaluation(clf, data, cfg)
     results["distribution"] = {"strategy": cfg.distribution_strategy,
                                "replicas": strategy.num_replicas_in_sync}
@@ -354,6 +361,7 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         "num_labeled_examples": cfg.num_labeled_examples,
         "num_iterations": int(opt.iterations.numpy()), "seed": cfg.seed,
         "epsilon": cfg.epsilon, "train_seconds_this_session": round(fit_seconds, 1),
+        "train_seconds_total": round(prev_seconds + fit_seconds, 1),
         "wall_seconds_this_session": round(time.time() - t_start, 1),
         "periodic_eval": evaluator.history, "config": cfg.to_dict(),
     })
