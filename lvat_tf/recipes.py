@@ -87,6 +87,10 @@ register(Recipe(
         ("mat", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1)),
         ("mat_plain", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
                            mat_smoothness="plain")),
+        # Diagonal covariances + the plain term: the variant that trained here
+        # (README "MAT": the log term and the full covariance collapsed).
+        ("mat_diag_plain", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
+                                mat_smoothness="plain", mat_covariance="diagonal")),
     ),
     robustness=("fgsm", "l2"),
 ))
