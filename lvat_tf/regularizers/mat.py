@@ -139,10 +139,10 @@ class GaussianMixture(keras.layers.Layer):
         log2pi = self.d * math.log(2 * math.pi)
         if self.covariance == "full":
             chol = tf.linalg.cholesky(self.conditioned_covariance())  # (M, D, D)
-            sol = tf.linalg.triangular_solve(
-                tf.broadcast_to(chol[None], [tf.shape(z)[0], self.m, self.d, self.d]),
-                diff[..., None], lower=True)[..., 0]
-            maha = tf.reduce_sum(tf.square(sol), -1)
+            # One solve per component for the whole batch: L_m^-1 (z - mu_m)^T,
+            # (M, D, B); broadcasting L over the batch cost B x M x D x D.
+            sol = tf.linalg.triangular_solve(chol, tf.transpose(diff, [1, 2, 0]), lower=True)
+            maha = tf.transpose(tf.reduce_sum(tf.square(sol), 1))  # (B, M)
             logdet = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)), -1)
         else:
             var = self.conditioned_covariance()
