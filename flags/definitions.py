@@ -116,6 +116,9 @@ def define_flags(script: str = "train") -> None:
                    "cifar10 0.01 (MAT paper). [ours]")
     d.DEFINE_float("mat_lambda2", 0.1, "MAT / center loss: weight of the information term "
                    "(MAT paper 0.1). [ours]")
+    d.DEFINE_float("mat_min_variance", 0.0, "MAT: absolute floor added to the mixture's "
+                   "variances (0 = none, as the paper); bounds the information term, which "
+                   "otherwise grows without limit as features shrink. [ours]")
     d.DEFINE_enum("mat_covariance", "full", ["full", "diagonal", "identity"], "MAT: covariance "
                   "of the per-class Gaussians (identity = center loss). [ours]")
     d.DEFINE_enum("mat_smoothness", "log", ["log", "plain"], "MAT: the paper's mean log S "
@@ -173,7 +176,8 @@ _FIELDS = ("dataset", "data_dir", "dataset_seed", "num_labeled_examples", "num_v
            "lrelu_a", "top_bn", "bn_stats_decay_factor", "method", "epsilon", "xi",
            "num_power_iterations", "power_iteration", "generative_model_dir",
            "vae_num_epochs", "glow_train_steps", "mat_lambda1", "mat_lambda2",
-           "mat_covariance", "mat_smoothness", "mat_alpha", "mat_beta", "jit_compile",
+           "mat_covariance", "mat_smoothness", "mat_alpha", "mat_beta", "mat_min_variance",
+           "jit_compile",
            "mixed_precision", "distribution_strategy", "num_cpu_devices",
            "batch_size", "ul_batch_size",
            "eval_batch_size", "eval_freq", "num_epochs", "epoch_decay_start",

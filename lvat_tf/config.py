@@ -154,6 +154,7 @@ class Config:
     mat_smoothness: str = "log"
     mat_alpha: float = 0.99
     mat_beta: float = 0.9
+    mat_min_variance: float = 0.0
     # optimisation (vat_tf train_semisup.py)
     batch_size: int = 32
     ul_batch_size: int = 128
@@ -345,6 +346,8 @@ def validate(cfg: Config, data_registry, model_registry) -> None:
     for name in ("mat_lambda1", "mat_lambda2"):
         if getattr(cfg, name) < 0:
             raise ConfigError(name, f"expected >= 0, got {getattr(cfg, name)}")
+    if cfg.mat_min_variance < 0:
+        raise ConfigError("mat_min_variance", f"expected >= 0, got {cfg.mat_min_variance}")
     for name in ("mat_alpha", "mat_beta"):
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(name, f"expected a moving-average decay in [0, 1), got "

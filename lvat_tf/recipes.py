@@ -87,10 +87,12 @@ register(Recipe(
         ("mat", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1)),
         ("mat_plain", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
                            mat_smoothness="plain")),
-        # Diagonal covariances + the plain term: the variant that trained here
-        # (README "MAT": the log term and the full covariance collapsed).
         ("mat_diag_plain", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
                                 mat_smoothness="plain", mat_covariance="diagonal")),
+        # The plain term with a variance floor on the mixture (README "MAT": the
+        # runs above collapsed as the information term grew without bound).
+        ("mat_floor", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
+                           mat_smoothness="plain", mat_min_variance=1.0)),
     ),
     robustness=("fgsm", "l2"),
 ))

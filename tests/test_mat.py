@@ -164,3 +164,24 @@ def test_evaluate_robustness_script_and_embedding(tmp_path):
     p = run_script("evaluate_robustness.py", f"--log_dir={tmp_path / 'run'}",
                    "--epsilons=a,b", f"--output_dir={tmp_path / 'out'}")
     assert p.returncode != 0 and "--epsilons" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_variance_floor_bounds_the_information_term():
+    # Without a floor, features that shrink (covariances following them) make
+    # log N(f | mu, Sigma) grow without limit; with --mat_min_variance v0 it is
+    # at most -D/2 log(2 pi v0).
+    from lvat_tf.regularizers.mat import GaussianMixture, information
+    rng = np.random.RandomState(0)
+    y = tf.constant(np.repeat(np.arange(3), 8))
+    for cov in ("full", "diagonal"):
+        values = {}
+        for v0 in (0.0, 1.0):
+            gmm = GaussianMixture(3, 2, covariance=cov, alpha=0.0, beta=0.0, min_variance=v0)
+            out = []
+            for scale in (1.0, 1e-2, 1e-4):
+                z = tf.constant(scale * rng.randn(24, 2), tf.float32)
+                gmm.update(z, y)
+                out.append(float(information(gmm, z, y)))
+            values[v0] = out
+        assert values[0.0][2] > values[0.0][0] + 10  # unbounded without the floor
+        assert max(values[1.0]) <= -np.log(2 * np.pi * 1.0) + 1e-5

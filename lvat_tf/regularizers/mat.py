@@ -23,8 +23,10 @@ Choices where the paper is silent or ambiguous (README, "MAT"):
 * Algorithm 1 averages ``X^T X / N``; we average the *centred* class scatter
   (a covariance, not a second moment), and a class seen for the first time
   starts from its batch mean and ``alpha * I + (1 - alpha) * scatter``.
-* Conditioning: the covariance used is ``Sigma + (ridge * tr(Sigma)/D + 1e-6) I``
-  (full), ``max(var, ridge * mean(var) + 1e-6)`` (diagonal); ridge = 1e-2.
+* Conditioning: the covariance used is ``Sigma + (ridge * tr(Sigma)/D + 1e-6 + v0) I``
+  (full), ``max(var, ridge * mean(var) + 1e-6 + v0)`` (diagonal); ridge = 1e-2,
+  v0 = ``--mat_min_variance`` (0 by default, as the paper; see the README for why
+  a floor is needed on Lenet++).
 * log S_i uses ``log(max(S_i, 0) + 1e-8)``: S_i is 0 where the perturbation
   changes nothing (e.g. an untrained mixture), and rounding makes it slightly
   negative there.
@@ -59,8 +61,12 @@ class GaussianMixture(keras.layers.Layer):
     """
 
     def __init__(self, num_components: int, dim: int, covariance: str = "full",
-                 alpha: float = 0.9, beta: float = 0.9, **kwargs):
+                 alpha: float = 0.9, beta: float = 0.9, min_variance: float = 0.0, **kwargs):
         super().__init__(**kwargs)
+        # Absolute variance floor (--mat_min_variance): with covariances that
+        # follow the features, log N(f | mu, Sigma) grows without bound as the
+        # features shrink; the floor bounds the information term.
+        self.min_variance = float(min_variance)
         if covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
         self.m, self.d, self.covariance = int(num_components), int(dim), covariance
@@ -125,10 +131,11 @@ class GaussianMixture(keras.layers.Layer):
         """The covariance actually used (see module docstring), per component."""
         if self.covariance == "full":
             tr = tf.linalg.trace(self.covs) / self.d
-            jitter = RIDGE * tr + 1e-6
+            jitter = RIDGE * tr + 1e-6 + self.min_variance
             return self.covs + jitter[:, None, None] * tf.eye(self.d, batch_shape=[self.m])
         if self.covariance == "diagonal":
-            floor = RIDGE * tf.reduce_mean(self.covs, axis=1, keepdims=True) + 1e-6
+            floor = (RIDGE * tf.reduce_mean(self.covs, axis=1, keepdims=True) + 1e-6
+                     + self.min_variance)
             return tf.maximum(self.covs, floor)
         return tf.ones((self.m, self.d))
 

@@ -138,7 +138,8 @@ def _mat(cfg, feature_dim, num_classes, center_only=False):
     from lvat_tf.regularizers.mat import MAT, GaussianMixture
     gmm = GaussianMixture(num_classes, feature_dim,
                           covariance="identity" if center_only else cfg.mat_covariance,
-                          alpha=cfg.mat_alpha, beta=cfg.mat_beta, name="gmm")
+                          alpha=cfg.mat_alpha, beta=cfg.mat_beta,
+                          min_variance=cfg.mat_min_variance, name="gmm")
     return [MAT(gmm, lambda1=0.0 if center_only else cfg.mat_lambda1,
                 lambda2=cfg.mat_lambda2, smoothness=cfg.mat_smoothness,
                 name="center_loss" if center_only else "mat_loss", **_search(cfg))]
