@@ -147,7 +147,7 @@ def direction_cosines(model_name, dataset, batch_size=32, xi=1e-6, seed=0, data=
       {variant: {"mean": mean cosine, "min": min cosine}} over the batch.
     """
     from lvat_tf.regularizers.power_iteration import power_iteration
-    from lvat_tf.training.run import mixed_precision_policy
+    from lvat_tf.training.run import dtype_policy
 
     spec = data_registry.get_spec(dataset)
     cfg = make_config(dataset=dataset, model=model_name, method="vat")
@@ -156,14 +156,10 @@ def direction_cosines(model_name, dataset, batch_size=32, xi=1e-6, seed=0, data=
     x = data if data is not None else rng.uniform(-0.5, 0.5, (batch_size,) + shape)
 
     def build(policy):
-        old = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(policy)
-        try:
+        with dtype_policy(policy):
             keras.utils.set_random_seed(seed)
             clf = model_registry.build_from_config(cfg, spec.num_classes)
             clf(tf.zeros((2,) + shape, clf.compute_dtype), bn_mode="moving")
-        finally:
-            keras.config.set_dtype_policy(old)
         return clf
 
     ref = build("float32")
@@ -183,8 +179,7 @@ def direction_cosines(model_name, dataset, batch_size=32, xi=1e-6, seed=0, data=
     for v64, v in zip(clf64.variables, ref.variables):
         v64.assign(tf.cast(v, v64.dtype))
     want = direction(clf64, tf.float64, "exact")
-    with mixed_precision_policy(True):
-        bf = build("mixed_bfloat16")
+    bf = build("mixed_bfloat16")
     for vb, v in zip(bf.variables, ref.variables):
         vb.assign(v)
     got = {"bfloat16_exact": direction(bf, tf.float32, "exact"),

@@ -59,11 +59,18 @@ def mixed_precision_policy(enabled: bool):
     is not offered: it needs dynamic loss scaling, and the VAT gradients of a
     small KL underflow without it.
     """
-    if not enabled:
+    with dtype_policy("mixed_bfloat16" if enabled else None):
+        yield
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras' global dtype policy ``name`` inside (None: unchanged), restored after."""
+    if name is None:
         yield
         return
     old = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
+    keras.config.set_dtype_policy(name)
     try:
         yield
     finally:
@@ -298,9 +305,6 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         # (environment.md), so off by default.
         model.compile(optimizer=opt, jit_compile=cfg.jit_compile)
         opt.build(clf.trainable_variables)
-        # The classifier is built; Keras' symbolic build (which would call the
-        # model on a training dict) is skipped.
-        model.built = True
         state = {f"{i}/{v.path}": v for i, r in enumerate(regs)
                  for v in getattr(r, "variables", [])}
         # Multi-worker: every worker saves (saving is collective), the chief
