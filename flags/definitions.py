@@ -100,6 +100,10 @@ def define_flags(script: str = "train") -> None:
                      "train.py trains it (0 = upstream's schedule). Default depends on the "
                      "dataset: svhn/cifar10 0, mnist/fashion_mnist 1500, digits 300; the flow "
                      "layout follows GLOW_DEFAULTS in lvat_tf/config.py. [ours]")
+    d.DEFINE_enum("lvat_reference", "input", ["input", "reconstruction"], "LVAT: the clean "
+                  "target of the KL. input = p(y|x) as upstream (the term is then non-zero at "
+                  "r = 0: KL(p(y|x) || p(y|Dec(Enc(x)))), the reconstruction gap); "
+                  "reconstruction = p(y|Dec(Enc(x))), zero at r = 0. [ours]")
     d.DEFINE_bool("jit_compile", False, "Compile the whole train step with XLA (measured slower "
                   "for Conv-Large on a 2-core CPU; try it on GPUs). [ours]")
     d.DEFINE_bool("mixed_precision", False, "bfloat16 compute with float32 variables; losses, "
@@ -175,7 +179,7 @@ _FIELDS = ("dataset", "data_dir", "dataset_seed", "num_labeled_examples", "num_v
            "validation", "aug_trans", "aug_flip", "tfds_download", "model", "keep_prob_hidden",
            "lrelu_a", "top_bn", "bn_stats_decay_factor", "method", "epsilon", "xi",
            "num_power_iterations", "power_iteration", "generative_model_dir",
-           "vae_num_epochs", "glow_train_steps", "mat_lambda1", "mat_lambda2",
+           "vae_num_epochs", "glow_train_steps", "lvat_reference", "mat_lambda1", "mat_lambda2",
            "mat_covariance", "mat_smoothness", "mat_alpha", "mat_beta", "mat_min_variance",
            "jit_compile",
            "mixed_precision", "distribution_strategy", "num_cpu_devices",

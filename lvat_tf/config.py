@@ -147,6 +147,7 @@ class Config:
     generative_model_dir: str | None = None
     vae_num_epochs: int | None = None
     glow_train_steps: int | None = None
+    lvat_reference: str = "input"
     # MAT / center loss (MAT paper; README "MAT" for the choices)
     mat_lambda1: float | None = None
     mat_lambda2: float = 0.1
@@ -352,6 +353,9 @@ def validate(cfg: Config, data_registry, model_registry) -> None:
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(name, f"expected a moving-average decay in [0, 1), got "
                               f"{getattr(cfg, name)}")
+    if cfg.lvat_reference not in ("input", "reconstruction"):
+        raise ConfigError("lvat_reference", f"expected input|reconstruction, got "
+                          f"{cfg.lvat_reference!r}")
     if cfg.glow_train_steps < 0:
         raise ConfigError("glow_train_steps", f"expected 0 (upstream schedule) or >= 1, got "
                           f"{cfg.glow_train_steps}")

@@ -69,6 +69,30 @@ register(Recipe(
     robustness=("fgsm", "l2"),
 ))
 
+# The training-dynamics study (README "Training dynamics"): MNIST-100 on 4,000
+# updates (10 x 400, constant lr 1e-3, batches 32/128), the budget on which the
+# issue's minimal instrument (../shared/tools/minimal_vat_mlp.py) was bistable
+# at epsilon 2. Each variant changes one setting; run it with --seeds=5 so that
+# every row is mean ± std with its collapse count.
+register(Recipe(
+    name="mnist100_4k",
+    description="MNIST-100, MLP, 4k updates at constant lr: what decides the basin (scaled)",
+    base=dict(dataset="mnist", model="mlp", num_labeled_examples=100, batch_size=32,
+              ul_batch_size=128, num_epochs=10, epoch_decay_start=10, num_iter_per_epoch=400,
+              eval_freq=5, seed=1, dataset_seed=1),
+    variants=(
+        ("baseline", dict(method="baseline")),
+        ("vat_eps2", dict(method="vat", epsilon=2.0)),
+        ("vat_eps2_exact", dict(method="vat", epsilon=2.0, power_iteration="exact")),
+        ("vat_eps5", dict(method="vat", epsilon=5.0)),
+        ("vat_eps5_exact", dict(method="vat", epsilon=5.0, power_iteration="exact")),
+        ("vat_eps5_exact_topbn", dict(method="vat", epsilon=5.0, power_iteration="exact",
+                                      top_bn=True)),
+        ("vat_eps2_exact_topbn", dict(method="vat", epsilon=2.0, power_iteration="exact",
+                                      top_bn=True)),
+    ),
+))
+
 # MNIST supervised (all 60,000 labels) with Lenet++ (MAT paper Table I), scaled:
 # 4,000 updates of 32 labeled images; VAT/MAT perturb another 32 training images
 # per step (ul_batch_size 32, not 128: a Lenet++ VAT step on 32+128 images

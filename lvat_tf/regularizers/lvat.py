@@ -28,13 +28,23 @@ from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsil
 from lvat_tf.training.distribute import replica_random
 
 
+#: ``--lvat_reference``: the clean target of the KL. ``input`` = upstream's
+#: p(y|x); ``reconstruction`` = p(y|Dec(Enc(x))), under which the term is
+#: exactly zero at r = 0 (ours; README "LVAT", "Training dynamics").
+REFERENCES = ("input", "reconstruction")
+
+
 def lvat_vae_perturbation(forward, vae, x, clean_logits, d_init, epsilon, xi=1e-6,
-                          num_power_iterations=1, mode="finite_difference"):
-    """Returns (z, r): the latent code (B, latent) and its perturbation, gradient-stopped."""
+                          num_power_iterations=1, mode="finite_difference", first_order=True):
+    """Returns (z, r): the latent code (B, latent) and its perturbation, gradient-stopped.
+
+    ``first_order``: the reference is not Dec(Enc(x))'s output (upstream's
+    p(y|x)), so the KL's gradient at r = 0 is part of the direction.
+    """
     z = tf.stop_gradient(vae.encode(x, training=False)[0])
     g = power_iteration(lambda d: forward(vae.decode(z + d, training=False)), clean_logits,
                         d_init, xi=xi, num_iterations=num_power_iterations, mode=mode,
-                        first_order=True)
+                        first_order=first_order)
     return z, tf.stop_gradient(scale_to_epsilon(g, epsilon))
 
 
@@ -44,6 +54,9 @@ class _LatentVAT(abc.ABC):
 
     Attributes:
       model: the frozen generative model (VAE or Glow).
+      reference: ``input`` (upstream: KL(p(y|x) || p(y|x_adv)), non-zero at
+        r = 0 by the reconstruction gap) or ``reconstruction``
+        (KL(p(y|Dec(Enc(x))) || p(y|x_adv)), zero at r = 0).
     """
 
     model: object
@@ -53,13 +66,25 @@ class _LatentVAT(abc.ABC):
     power_iteration: str = "finite_difference"
     name: str = "lvat_loss"
     needs_clean_grad: bool = False
+    reference: str = "input"
 
     @abc.abstractmethod
     def adversarial_input(self, forward, x, clean_logits, seed):
         """x_adv = Dec(latent(x) + r), (B, H, W, C); each generative model defines it."""
 
+    @abc.abstractmethod
+    def reconstruction(self, x, seed):
+        """Dec(Enc(x)), (B, H, W, C), with the latent point adversarial_input perturbs."""
+
+    @property
+    def first_order(self) -> bool:
+        """Whether the KL has a gradient at r = 0 (the reference is not Dec(Enc(x))'s output)."""
+        return self.reference == "input"
+
     def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
         with no_record():
+            if self.reference == "reconstruction":
+                clean_logits = tf.stop_gradient(forward(self.reconstruction(x, seed)))
             x_adv = tf.stop_gradient(self.adversarial_input(forward, x, clean_logits, seed))
         loss = kl_divergence_with_logits(tf.stop_gradient(clean_logits), forward(x_adv))
         return loss, {self.name: loss}
@@ -72,13 +97,19 @@ class LVATVAE(_LatentVAT):
         d = replica_random(tf.random.stateless_normal, [tf.shape(x)[0], self.model.latent_dim],
                            seed, x.dtype)
         z, r = lvat_vae_perturbation(forward, self.model, x, clean_logits, d, self.epsilon,
-                                     self.xi, self.num_power_iterations, self.power_iteration)
+                                     self.xi, self.num_power_iterations, self.power_iteration,
+                                     first_order=self.first_order)
         return self.model.decode(z + r, training=False)
+
+    def reconstruction(self, x, seed):
+        del seed  # z = Enc_mu(x): deterministic
+        z = self.model.encode(x, training=False)[0]
+        return self.model.decode(z, training=False)
 
 
 def lvat_glow_perturbation(forward, glow, x, clean_logits, d_init, epsilon, xi=1e-6,
                            num_power_iterations=1, mode="finite_difference", noise=None,
-                           seed=None):
+                           seed=None, first_order=True):
     """Returns ((y, z), [r_y, r_z]), all gradient-stopped.
 
     Args:
@@ -92,7 +123,7 @@ def lvat_glow_perturbation(forward, glow, x, clean_logits, d_init, epsilon, xi=1
     y, z = tf.stop_gradient(y), tf.stop_gradient(z)
     g = power_iteration(lambda d: forward(glow.decode(y + d[0], z + d[1])), clean_logits,
                         list(d_init), xi=xi, num_iterations=num_power_iterations, mode=mode,
-                        first_order=True)
+                        first_order=first_order)
     r = [tf.stop_gradient(t) for t in scale_to_epsilon(g, epsilon)]
     return (y, z), r
 
@@ -108,5 +139,12 @@ class LVATGlow(_LatentVAT):
              replica_random(tf.random.stateless_normal, [b, hz, wz, cz], fold(seed, 2), x.dtype)]
         (y, z), (r_y, r_z) = lvat_glow_perturbation(
             forward, self.model, x, clean_logits, d, self.epsilon, self.xi,
-            self.num_power_iterations, self.power_iteration, seed=fold(seed, 3))
+            self.num_power_iterations, self.power_iteration, seed=fold(seed, 3),
+            first_order=self.first_order)
         return self.model.decode(y + r_y, z + r_z)
+
+    def reconstruction(self, x, seed):
+        # The same dequantisation noise as adversarial_input's encoding: Dec(y, z)
+        # is then the 5-bit image of x that x_adv perturbs (not x itself).
+        y, _, z = self.model.encode(x, seed=tf.random.experimental.stateless_fold_in(seed, 3))
+        return self.model.decode(y, z)

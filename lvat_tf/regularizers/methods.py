@@ -104,7 +104,7 @@ LVAT_VAE_EPSILON = {"svhn": 1.5, "cifar10": 1.0}
 
 def _lvat_vae(cfg, vae):
     from lvat_tf.regularizers.lvat import LVATVAE
-    return [LVATVAE(vae, **_search(cfg))]
+    return [LVATVAE(vae, reference=cfg.lvat_reference, **_search(cfg))]
 
 
 register(MethodSpec("lvat_vae", _lvat_vae, "CE + VAT in the latent space of a frozen VAE "
@@ -119,7 +119,7 @@ LVAT_GLOW_EPSILON = {"svhn": 1.0, "cifar10": 1.0}
 
 def _lvat_glow(cfg, glow):
     from lvat_tf.regularizers.lvat import LVATGlow
-    return [LVATGlow(glow, **_search(cfg))]
+    return [LVATGlow(glow, reference=cfg.lvat_reference, **_search(cfg))]
 
 
 register(MethodSpec("lvat_glow", _lvat_glow, "CE + VAT in the latent space (y, z) of a frozen "

@@ -44,7 +44,7 @@ def vat_loss(forward, x, clean_logits, r):
     return kl_divergence_with_logits(tf.stop_gradient(clean_logits), forward(x + r))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class VAT:
     """Input-space VAT (vat_tf ``vat.virtual_adversarial_loss``)."""
 
@@ -55,12 +55,19 @@ class VAT:
     name: str = "vat_loss"
     needs_clean_grad: bool = False
 
+    def initial_direction(self, x, seed):
+        """The power iteration's random start d (B, ...): N(0, 1), keyed by the step seed."""
+        return distribute.replica_random(tf.random.stateless_normal, tf.shape(x), seed, x.dtype)
+
+    def perturbation(self, forward, x, clean_logits, seed):
+        """r_vadv (B, ...), ||r|| = epsilon per sample, from :meth:`initial_direction`."""
+        return virtual_adversarial_perturbation(
+            forward, x, clean_logits, self.initial_direction(x, seed), self.epsilon, self.xi,
+            self.num_power_iterations, self.power_iteration)
+
     def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
-        d = distribute.replica_random(tf.random.stateless_normal, tf.shape(x), seed, x.dtype)
         with no_record():
-            r = virtual_adversarial_perturbation(forward, x, clean_logits, d, self.epsilon,
-                                                 self.xi, self.num_power_iterations,
-                                                 self.power_iteration)
+            r = self.perturbation(forward, x, clean_logits, seed)
         loss = vat_loss(forward, x, clean_logits, r)
         return loss, {self.name: loss}
 

@@ -27,22 +27,28 @@ class UpstreamAdam(keras.optimizers.Adam):
         self.beta_1_var = self.add_variable((), initializer=keras.initializers.Constant(
             self._initial_beta_1), dtype="float32", name="beta_1_current",
             aggregation="only_first_replica")
+        # TF1's accumulator: created with the beta1 fed at initialisation.
         # Assigned inside the replicated step (tf.distribute): the first
         # replica's value, like Keras' own iteration counter.
-        self.beta_1_power = self.add_variable((), initializer="ones", dtype="float32",
-                                              name="beta_1_power",
-                                              aggregation="only_first_replica")
+        self.beta_1_power = self.add_variable((), initializer=keras.initializers.Constant(
+            self._initial_beta_1), dtype="float32", name="beta_1_power",
+            aggregation="only_first_replica")
 
     def set_beta_1(self, value: float):
         self.beta_1_var.assign(value)
 
     def apply(self, grads, trainable_variables=None):
-        # TF1: beta1_power starts at beta1 and is multiplied by the fed beta1
-        # after each step, i.e. step t uses prod_{s<=t} beta1_s.
+        # TF1 ApplyAdam: step t's bias correction uses the accumulator *before*
+        # the step, beta1_init * prod_{s<t} beta1_s, and the accumulator is then
+        # multiplied by the beta1 fed at step t. (Until this was checked against
+        # vat_tf_train.npz the port multiplied first, i.e. used prod_{s<=t}
+        # beta1_s: the same while beta1 is constant, 0.9/0.5 apart in 1 - power
+        # from the beta1 switch on.)
         if not self.built:
             self.build(trainable_variables)
+        out = super().apply(grads, trainable_variables)
         self.beta_1_power.assign(self.beta_1_power * self.beta_1_var)
-        return super().apply(grads, trainable_variables)
+        return out
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype

@@ -26,6 +26,7 @@ from lvat_tf.models import registry as model_registry
 from lvat_tf.regularizers import methods
 from lvat_tf.regularizers.power_iteration import xi_resolution_warning
 from lvat_tf.training import callbacks as cb
+from lvat_tf.training import collapse as collapse_lib
 from lvat_tf.training import distribute
 from lvat_tf.training.model import SSLModel
 from lvat_tf.training.optimizer import UpstreamAdam
@@ -160,6 +161,18 @@ def _check_run_dir(cfg):
         k = diff[0]
         raise RunDirError(f"--log_dir: {cfg.log_dir} holds a run with --{k}={old.get(k)!r}, "
                           f"not {new[k]!r}; use another --log_dir or the same flags to resume")
+
+
+def _load_collapse_record(path):
+    """The collapse record of earlier sessions of this run (collapse.json), or a new one."""
+    if not os.path.isfile(path):
+        return collapse_lib.CollapseRecord()
+    try:
+        with open(path) as f:
+            return collapse_lib.CollapseRecord(**json.load(f))
+    except (ValueError, TypeError) as e:
+        raise RunDirError(f"--log_dir: {path} is not a collapse record written by lvat_tf "
+                          f"({str(e).splitlines()[0]}); delete it to start a new record") from None
 
 
 def _write_json_atomic(path, obj):
@@ -335,7 +348,13 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
     guard = cb.NaNGuard()
     evaluator = cb.PeriodicEval(eval_ds, cfg.eval_freq, cfg.num_epochs, test_writer,
                                 "valid" if cfg.validation else "test")
-    callbacks = [schedule, guard, evaluator, cb.ScalarLogger(train_writer, schedule),
+    collapse_path = os.path.join(cfg.log_dir, "collapse.json")
+    monitor = collapse_lib.CollapseMonitor(
+        clf, collapse_lib.monitor_batch(data.x_unlabeled, cfg.seed), data.x_labeled,
+        data.y_labeled, cfg.method, cfg.eval_freq, cfg.num_epochs, test_writer,
+        cfg.eval_batch_size, record=_load_collapse_record(collapse_path),
+        save_path=collapse_path if chief else None)
+    callbacks = [schedule, guard, evaluator, monitor, cb.ScalarLogger(train_writer, schedule),
                  cb.Checkpointer(manager, epoch_var, guard, clf.variables + list(state.values()))]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
@@ -367,7 +386,8 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         "epsilon": cfg.epsilon, "train_seconds_this_session": round(fit_seconds, 1),
         "train_seconds_total": round(prev_seconds + fit_seconds, 1),
         "wall_seconds_this_session": round(time.time() - t_start, 1),
-        "periodic_eval": evaluator.history, "config": cfg.to_dict(),
+        "periodic_eval": evaluator.history, "collapse": monitor.record.to_dict(),
+        "config": cfg.to_dict(),
     })
     if chief:
         _write_json_atomic(os.path.join(cfg.log_dir, "results.json"), results)

@@ -288,6 +288,12 @@ def compare_lvat(f, out, kind: str) -> List[Check]:
 def check_fixture(path: str, power_iteration: str = "finite_difference"):
     """Runs a fixture: returns (kind, outputs dict, list of Check)."""
     with np.load(path) as f:
+        from lvat_tf.upstream import train_fixture  # it builds on this module's checks
+
+        if train_fixture.is_train_fixture(f.files):
+            out, checks, note = train_fixture.check_train_fixture(f, power_iteration)
+            out["note"] = note
+            return "vat_tf_train", out, checks
         kind = detect_kind(f.files)
         if kind == "vat":
             out = run_vat_fixture(f, power_iteration)

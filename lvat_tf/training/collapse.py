@@ -1,0 +1,224 @@
+"""Collapse detection: a classifier that fits its labels but is flat (or one-class) elsewhere.
+
+Consistency regularisers have a trivial minimum: a function that is constant
+around every unlabeled point has zero VAT/LVAT/MAT loss. Measured on MNIST-100
+(README "Training dynamics"), small epsilon, LVAT's reconstruction gap and
+MAT's log smoothness term drove the MLP there: 100 % accuracy on the 100
+labeled images, near-uniform or single-class predictions on every other image.
+The test error alone does not say *why* a run is bad; these statistics do.
+
+At each periodic evaluation the monitor runs the classifier in inference mode
+(moving BN statistics, as the evaluation) on a fixed batch of unlabeled images
+and on the labeled set, logs
+
+* ``mean_max_prob``: mean over images of max_k p(k|x);
+* ``mean_entropy``: mean prediction entropy in nats, and ``normalized_entropy``
+  = mean_entropy / log K (1 = uniform predictions);
+* ``class_histogram``: fraction of images predicted as each class,
+  ``top_class_fraction`` its maximum and ``effective_classes`` = exp(entropy
+  of the histogram) (K for balanced predictions, 1 for a single class);
+* ``labeled_accuracy`` on the labeled set,
+
+and flags a collapse when the labeled set is fitted (accuracy >= 0.9) while the
+unlabeled predictions are near-uniform (normalized entropy >= 0.7) or carry
+fewer than K/3 effective classes (the data sets here have balanced classes).
+The thresholds were set from the MNIST-100 runs tabulated in the README
+(collapsed runs: normalized entropy 0.75-0.95 or 1-3 effective classes;
+healthy runs: <= 0.35 and >= 8.5).
+"""
+import dataclasses
+import json
+import math
+import os
+from typing import Dict, List, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+#: Labeled accuracy from which the labels count as fitted.
+FIT_ACCURACY = 0.9
+#: Normalized mean entropy from which predictions count as near-uniform.
+UNIFORM_ENTROPY = 0.7
+#: Fewer effective classes than num_classes / this count as collapsed onto few classes.
+FEW_CLASSES_DIVISOR = 3.0
+#: Unlabeled images in the fixed monitoring batch.
+MONITOR_EXAMPLES = 1000
+
+
+def prediction_stats(probs: np.ndarray) -> Dict[str, object]:
+    """Statistics of a batch of predicted distributions.
+
+    Args:
+      probs: (N, K) class probabilities.
+
+    Returns:
+      dict with mean_max_prob, mean_entropy (nats), normalized_entropy,
+      class_histogram (K fractions), top_class_fraction, effective_classes.
+    """
+    probs = np.asarray(probs, np.float64)
+    n, k = probs.shape
+    ent = -np.sum(probs * np.log(np.clip(probs, 1e-30, None)), axis=1)
+    hist = np.bincount(np.argmax(probs, 1), minlength=k) / float(n)
+    nz = hist[hist > 0]
+    return {
+        "mean_max_prob": float(np.mean(np.max(probs, 1))),
+        "mean_entropy": float(np.mean(ent)),
+        "normalized_entropy": float(np.mean(ent) / math.log(k)),
+        "class_histogram": [float(h) for h in hist],
+        "top_class_fraction": float(np.max(hist)),
+        "effective_classes": float(np.exp(-np.sum(nz * np.log(nz)))),
+    }
+
+
+def classify(stats: Dict[str, object], labeled_accuracy: float, num_classes: int) -> Optional[str]:
+    """"uniform", "few_classes" or None (no collapse), from :func:`prediction_stats`."""
+    if labeled_accuracy < FIT_ACCURACY:
+        return None
+    if stats["normalized_entropy"] >= UNIFORM_ENTROPY:
+        return "uniform"
+    if stats["effective_classes"] < num_classes / FEW_CLASSES_DIVISOR:
+        return "few_classes"
+    return None
+
+
+#: Likely causes per method family, each naming the flag to change.
+_CAUSES = {
+    "vat": ("--epsilon too small for the data's scale (a flat function with spikes on the "
+            "labels makes VAT's term ~0; MNIST-100 trained reliably at 5.0, collapsed at 0.3)",
+            "--xi below float32 resolution makes the direction rounding noise: use "
+            "--power_iteration=exact",
+            "no batch norm on the logits: try --top_bn"),
+    "lvat": ("LVAT's reconstruction gap: with the upstream reference p(y|x) the term is "
+             "KL(p(y|x) || p(y|Dec(Enc(x)))) > 0 already at r = 0 and is minimised by flat "
+             "predictions: use --lvat_reference=reconstruction",
+             "--epsilon against the latent's scale (README 'LVAT': per-dimension std of z)"),
+    "mat": ("the paper's log smoothness term (min at S = 0, reached by constant predictions): "
+            "use --mat_smoothness=plain",
+            "the information term is unbounded as features shrink: set --mat_min_variance "
+            "(e.g. 1.0)"),
+    "other": ("the labeled set is memorised; check the learning rate and the regulariser "
+              "weights",),
+}
+
+
+def likely_causes(method: str) -> tuple:
+    """The causes the warning names for ``method`` (each with the flag to change)."""
+    if method in ("vat", "vatent"):
+        return _CAUSES["vat"]
+    if method.startswith("lvat"):
+        return _CAUSES["lvat"]
+    if method == "mat":
+        return _CAUSES["mat"]
+    return _CAUSES["other"]
+
+
+def collapse_message(kind: str, stats: Dict[str, object], labeled_accuracy: float,
+                     method: str, step: int) -> str:
+    """The one warning line of a detected collapse."""
+    what = ("near-uniform" if kind == "uniform" else
+            f"concentrated on {stats['effective_classes']:.1f} effective classes")
+    return (f"Collapse at step {step}: labeled accuracy {100 * labeled_accuracy:.0f} % but "
+            f"unlabeled predictions {what} (mean max-prob {stats['mean_max_prob']:.2f}, "
+            f"normalized entropy {stats['normalized_entropy']:.2f}, top class "
+            f"{100 * stats['top_class_fraction']:.0f} %). Likely causes for --method={method}: "
+            + "; ".join(likely_causes(method)))
+
+
+@dataclasses.dataclass
+class CollapseRecord:
+    """What results.json records (``collapse``)."""
+
+    detected: bool = False
+    kind: Optional[str] = None
+    step: Optional[int] = None
+    epoch: Optional[int] = None
+    message: Optional[str] = None
+    history: List[dict] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def monitor_batch(x_unlabeled: np.ndarray, seed: int, num: int = MONITOR_EXAMPLES) -> np.ndarray:
+    """A fixed subset of the unlabeled images (the same at every evaluation and on resume)."""
+    n = len(x_unlabeled)
+    if num >= n:
+        return x_unlabeled
+    idx = np.sort(np.random.RandomState(seed + 7919).permutation(n)[:num])
+    return x_unlabeled[idx]
+
+
+class CollapseMonitor(keras.callbacks.Callback):
+    """Logs the statistics above at each evaluation and warns once on a collapse.
+
+    Args:
+      classifier: the classifier (called with ``bn_mode="moving"``).
+      x_unlabeled: (N, H, W, C) the fixed monitoring batch.
+      x_labeled, y_labeled: the labeled set (at most 1,000 images are used).
+      method: ``--method``, for the warning's causes.
+      eval_freq, num_epochs: evaluate on PeriodicEval's epochs.
+      writer: TensorBoard writer (scalars ``collapse/*``, histogram of predicted classes).
+      batch_size: inference batch.
+      record: a CollapseRecord to fill (one kept across a resumed run's sessions).
+      save_path: where the record is written (atomically) after each measurement,
+        so that a resumed run keeps its history; None: not written.
+    """
+
+    def __init__(self, classifier, x_unlabeled, x_labeled, y_labeled, method, eval_freq,
+                 num_epochs, writer=None, batch_size=500, record=None, save_path=None):
+        super().__init__()
+        self.classifier = classifier
+        self.x_u = x_unlabeled
+        self.x_l, self.y_l = x_labeled[:1000], y_labeled[:1000]
+        self.method, self.eval_freq, self.num_epochs = method, eval_freq, num_epochs
+        self.writer, self.batch_size = writer, batch_size
+        self.record = record or CollapseRecord()
+        self.save_path = save_path
+        self._predict = tf.function(lambda x: tf.nn.softmax(
+            tf.cast(self.classifier(x, bn_mode="moving"), tf.float32)))
+
+    def _probs(self, x):
+        return np.concatenate([self._predict(tf.constant(x[i:i + self.batch_size])).numpy()
+                               for i in range(0, len(x), self.batch_size)])
+
+    def measure(self):
+        """(stats dict incl. labeled_accuracy, kind or None) for the current weights."""
+        stats = prediction_stats(self._probs(self.x_u))
+        acc = float(np.mean(np.argmax(self._probs(self.x_l), 1) == self.y_l))
+        stats["labeled_accuracy"] = acc
+        return stats, classify(stats, acc, len(stats["class_histogram"]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.eval_freq and epoch + 1 != self.num_epochs:
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        stats, kind = self.measure()
+        self.record.history.append({"epoch": epoch + 1, "step": step, "collapsed": kind, **stats})
+        logging.info("Epoch %d unlabeled: mean max-prob %.3f, normalized entropy %.3f, "
+                     "effective classes %.2f, top class %.0f %%; labeled accuracy %.3f",
+                     epoch + 1, stats["mean_max_prob"], stats["normalized_entropy"],
+                     stats["effective_classes"], 100 * stats["top_class_fraction"],
+                     stats["labeled_accuracy"])
+        if self.writer is not None:
+            with self.writer.as_default():
+                for key in ("mean_max_prob", "mean_entropy", "normalized_entropy",
+                            "top_class_fraction", "effective_classes", "labeled_accuracy"):
+                    tf.summary.scalar(f"collapse/{key}", stats[key], step=step)
+                tf.summary.scalar("collapse/detected", float(kind is not None), step=step)
+                hist = np.asarray(stats["class_histogram"])
+                tf.summary.histogram("collapse/predicted_class",
+                                     np.repeat(np.arange(len(hist)),
+                                               np.round(hist * 1000).astype(int)), step=step)
+            self.writer.flush()
+        if kind is not None and not self.record.detected:
+            msg = collapse_message(kind, stats, stats["labeled_accuracy"], self.method, step)
+            self.record.detected, self.record.kind = True, kind
+            self.record.step, self.record.epoch, self.record.message = step, epoch + 1, msg
+            logging.warning(msg)
+        if self.save_path:
+            tmp = self.save_path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.record.to_dict(), f, indent=1)
+            os.replace(tmp, self.save_path)
