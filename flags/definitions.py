@@ -138,10 +138,13 @@ def define_flags(script: str = "train") -> None:
                      "script: 100 in train.py "
                      "(vat_tf train_semisup.py), 500 in test.py (vat_tf test.py). [vat_tf]")
     d.DEFINE_integer("eval_freq", U["eval_freq"], "Evaluate every this many epochs. [vat_tf]")
-    d.DEFINE_integer("num_epochs", U["num_epochs"], "Epochs. [vat_tf]")
+    d.DEFINE_integer("num_epochs", U["num_epochs"], "Epochs (digits, when not given: 5). "
+                     "[vat_tf]")
     d.DEFINE_integer("epoch_decay_start", U["epoch_decay_start"], "First epoch of linear lr "
-                     "decay (and of beta1 = mom2). [vat_tf]")
-    d.DEFINE_integer("num_iter_per_epoch", U["num_iter_per_epoch"], "Updates per epoch. [vat_tf]")
+                     "decay (and of beta1 = mom2) (digits, when not given: 5, no decay). "
+                     "[vat_tf]")
+    d.DEFINE_integer("num_iter_per_epoch", U["num_iter_per_epoch"], "Updates per epoch "
+                     "(digits, when not given: 300). [vat_tf]")
     d.DEFINE_float("learning_rate", U["learning_rate"], "Adam's initial learning rate. [vat_tf]")
     d.DEFINE_float("mom1", U["mom1"], "Adam beta1 before the decay. [vat_tf]")
     d.DEFINE_float("mom2", U["mom2"], "Adam beta1 from epoch_decay_start on. [vat_tf]")
@@ -194,6 +197,11 @@ def flag_values(FLAGS) -> dict:
     from lvat_tf.config import ConfigError
 
     values = {k: FLAGS[k].value for k in _FIELDS}
+    # The budget flags keep upstream's defaults; not given, they are resolved
+    # per dataset (digits is scaled; lvat_tf.config.BUDGET_DEFAULTS).
+    for k in ("num_epochs", "epoch_decay_start", "num_iter_per_epoch"):
+        if not FLAGS[k].present:
+            values[k] = None
     if FLAGS["data_set"].present:
         values["dataset"] = FLAGS.data_set.lower()
     if values["method"] == "lvat":

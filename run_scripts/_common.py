@@ -9,6 +9,7 @@ if _ROOT not in sys.path:  # run from a checkout without `pip install -e .`
 
 def user_errors():
     """The exception types that end a script with a one-line message, exit 1."""
+    from lvat_tf.checkpointing import CheckpointError
     from lvat_tf.config import ConfigError
     from lvat_tf.data import DataError
     from lvat_tf.generative.model_dir import GenerativeModelError
@@ -16,7 +17,7 @@ def user_errors():
     from lvat_tf.training.run import RunDirError, TrainingDiverged
 
     return (ConfigError, DataError, RunDirError, TrainingDiverged, GenerativeModelError,
-            DistributionError)
+            DistributionError, CheckpointError)
 
 
 def fail(message: str) -> None:

@@ -29,6 +29,8 @@ def main(argv):
     _common.no_positional_args(argv)
     from lvat_tf import config as config_lib
     from lvat_tf import export
+    from lvat_tf.data import DataError, registry
+    from lvat_tf.data.preprocessing import Preprocessor
     from lvat_tf.training import run
 
     try:
@@ -43,19 +45,31 @@ def main(argv):
         if os.path.exists(target):
             raise config_lib.ConfigError("version", f"{target} exists; TF-Serving versions are "
                                          "immutable, give a new --version")
-        cfg, clf, data, ckpt = run.load_trained_classifier(FLAGS.log_dir)
+        try:
+            cfg, clf, data, ckpt = run.load_trained_classifier(FLAGS.log_dir)
+        except DataError as e:
+            if FLAGS.finetune_bn:
+                raise DataError(f"{e} (BN re-estimation needs the data; --nofinetune_bn "
+                                "exports the checkpoint's statistics without data)") from None
+            # No data and no re-estimation: export as saved, without a test error.
+            cfg, clf, data, ckpt = run.load_trained_classifier(FLAGS.log_dir, with_data=False)
         if FLAGS.finetune_bn:
             run.finetune_bn(clf, data, cfg, cfg.seed)
-        correct, n = run.evaluate_classifier(clf, data.x_eval, data.y_eval, 500)
-        path = export.export_classifier(clf, data.preprocessor, data.spec.image_shape,
-                                        FLAGS.export_dir, FLAGS.version)
+        correct, n = (run.evaluate_classifier(clf, data.x_eval, data.y_eval, 500)
+                      if data is not None else (None, 0))
+        prep = data.preprocessor if data is not None else Preprocessor.load(
+            os.path.join(FLAGS.log_dir, "preprocessing.npz"))
+        spec = registry.get_spec(cfg.dataset)
+        path = export.export_classifier(clf, prep, spec.image_shape, FLAGS.export_dir,
+                                        FLAGS.version)
     except _common.user_errors() as e:
         _common.fail(str(e))
     meta = {"log_dir": os.path.abspath(FLAGS.log_dir), "checkpoint": ckpt,
             "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model,
-            "raw_image_shape": list(data.spec.image_shape),
-            "preprocessing": data.preprocessor.describe(), "bn_finetuned": FLAGS.finetune_bn,
-            "test_error": 100.0 * (1 - correct / n), "num_test_examples": n,
+            "raw_image_shape": list(spec.image_shape),
+            "preprocessing": prep.describe(), "bn_finetuned": FLAGS.finetune_bn,
+            "test_error": None if correct is None else 100.0 * (1 - correct / n),
+            "num_test_examples": n,
             "signatures": {"serving_default": {"inputs": {"images": "uint8 (N,H,W,C)"},
                                                "outputs": {"probabilities": "float32 (N,K)",
                                                            "classes": "int64 (N,)"}},
@@ -64,8 +78,12 @@ def main(argv):
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
     with open(os.path.join(path, "assets.extra", "lvat_tf.json"), "w") as f:
         json.dump(meta, f, indent=2, sort_keys=True)
-    print(f"exported {FLAGS.log_dir} to {path} (test error of the exported weights "
-          f"{meta['test_error']:.2f} % on {n} images)")
+    if correct is None:
+        print(f"exported {FLAGS.log_dir} to {path} (no data found: not evaluated, BN "
+              "statistics as saved)")
+    else:
+        print(f"exported {FLAGS.log_dir} to {path} (test error of the exported weights "
+              f"{meta['test_error']:.2f} % on {n} images)")
 
 
 if __name__ == "__main__":

@@ -176,9 +176,13 @@ def test_cifar10_python_batches_written_here_load_in_hwc(tmp_path, as_tar):
     assert y_tr[4:8].tolist() == labels and x_te.shape == (4, 32, 32, 3)
 
 
-def test_tfds_code_path_offline_with_mock_data():
+def test_tfds_code_path_offline_with_mock_data(monkeypatch):
     import tensorflow_datasets as tfds
 
+    from lvat_tf.data import network
+
+    # mock_data stands in for the download, so the network probe is told the host answers.
+    monkeypatch.setattr(network, "first_reachable", lambda hosts, **kw: list(hosts)[0])
     with tfds.testing.mock_data(num_examples=12):
         x_tr, y_tr, x_te, y_te = registry.load_arrays(registry.get_spec("mnist"), None)
     assert x_tr.shape[1:] == (28, 28, 1) and x_tr.dtype == np.uint8 and len(y_tr) > 0

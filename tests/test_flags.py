@@ -113,3 +113,14 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, args, flag):
     assert "Traceback" not in p.stderr
     last = [l for l in p.stderr.strip().splitlines() if l.startswith("error:")]
     assert len(last) == 1 and flag in last[0], p.stderr[-1500:]
+
+
+def test_digits_gets_a_demo_budget_when_the_flags_are_not_given():
+    cfg = _config("--dataset=digits", "--method=lvat_glow")
+    assert (cfg.num_epochs, cfg.epoch_decay_start, cfg.num_iter_per_epoch) == (5, 5, 300)
+    cfg = _config("--dataset=digits", "--num_epochs=8", "--num_iter_per_epoch=100")
+    assert (cfg.num_epochs, cfg.epoch_decay_start, cfg.num_iter_per_epoch) == (8, 5, 100)
+    # Upstream's datasets keep upstream's budget, and --helpfull keeps its defaults.
+    cfg = _config("--dataset=mnist")
+    assert (cfg.num_epochs, cfg.epoch_decay_start, cfg.num_iter_per_epoch) == (120, 80, 400)
+    assert FLAGS["num_epochs"].default == 120 and "digits" in FLAGS["num_epochs"].help

@@ -145,3 +145,36 @@ def test_lvat_run_without_model_dir_trains_the_vae_first(tmp_path):
     assert meta["kind"] == "vae" and meta["architecture"]["widths"] == [8, 16, 32]
     assert meta["image_shape"] == [32, 32, 3]  # 16x16 synthetic padded to 32
     assert res["num_iterations"] == 3
+
+
+def test_reconstruction_reference_makes_the_term_vanish_at_r_zero():
+    """--lvat_reference: upstream's p(y|x) leaves KL(p(y|x) || p(y|Dec(Enc(x)))) at r = 0."""
+    vae = _tiny_vae()
+    keras.utils.set_random_seed(3)
+    clf = registry.build("tiny_cnn", keep_prob_hidden=1.0)
+    x = tf.random.uniform((6, 32, 32, 3))
+    fwd = lambda v: clf(v, bn_mode="batch")  # noqa: E731
+    seed = tf.constant([4, 5], tf.int64)
+    gap = float(LVATVAE(vae, epsilon=0.0)(fwd, x, fwd(x), seed)[0])
+    assert gap > 1e-4  # the reconstruction gap, paid even without a perturbation
+    for mode in ("finite_difference", "exact"):
+        rec = LVATVAE(vae, epsilon=0.0, reference="reconstruction", power_iteration=mode)
+        assert not rec.first_order and LVATVAE(vae, epsilon=1.0).first_order
+        assert abs(float(rec(fwd, x, fwd(x), seed)[0])) < 1e-6
+        # With epsilon > 0 it measures only the perturbation's effect, ||r|| = epsilon.
+        rec = LVATVAE(vae, epsilon=1.5, reference="reconstruction", power_iteration=mode)
+        loss = float(rec(fwd, x, fwd(x), seed)[0])
+        assert loss > 0
+        ref = fwd(rec.reconstruction(x, seed))
+        _, r = lvat_vae_perturbation(fwd, vae, x, ref, tf.random.normal((6, 8)), 1.5,
+                                     mode=mode, first_order=False)
+        np.testing.assert_allclose(per_sample_l2(r).numpy(), 1.5, rtol=1e-5)
+
+
+def test_lvat_reference_flag_reaches_the_regulariser(tmp_path):
+    cfg = tiny_config(str(tmp_path / "r"), method="lvat_vae", lvat_reference="reconstruction")
+    from lvat_tf.regularizers import methods
+    (reg,) = methods.build_regularizers(cfg, _tiny_vae())
+    assert reg.reference == "reconstruction"
+    with pytest.raises(Exception, match="--lvat_reference"):
+        tiny_config("", method="lvat_vae", lvat_reference="output")

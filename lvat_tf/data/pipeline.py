@@ -74,11 +74,7 @@ def load_ssl_data(cfg, preprocessor: Optional[Preprocessor] = None) -> SSLData:
         raise DataError(f"--num_labeled_examples={cfg.num_labeled_examples}: {e} "
                         f"({cfg.dataset} has {len(y_tr)} training images)") from None
     if preprocessor is None:
-        from lvat_tf.regularizers import methods
-
-        method = methods.get_method(cfg.method)
-        pad = 32 if method.generative and max(spec.image_shape[:2]) < 32 else None
-        preprocessor = Preprocessor.fit(x_tr, spec.zca, method.input_scaling, pad)
+        preprocessor = make_preprocessor(spec, cfg.method, x_tr)
     x_all = preprocessor(x_tr)
     x_test = preprocessor(x_te)
     if cfg.validation:
@@ -91,6 +87,42 @@ def load_ssl_data(cfg, preprocessor: Optional[Preprocessor] = None) -> SSLData:
     x_unl = x_all if len(split.unlabeled) == len(x_all) else x_all[split.unlabeled]
     return SSLData(spec, preprocessor, split, x_all[split.labeled], y_tr[split.labeled], x_unl,
                    x_eval, y_eval, x_test, y_te)
+
+
+def make_preprocessor(spec, method_name: str, x_train: Optional[np.ndarray] = None
+                      ) -> Preprocessor:
+    """The input transform of a run: the method's scaling, LVAT's padding, CIFAR-10's ZCA.
+
+    Only vat_tf's CIFAR-10 preprocessing (ZCA) depends on the data; every
+    other transform is fixed by the dataset and the method, so ``x_train`` may
+    be None for them (checkpoint conversion without the data).
+
+    Raises:
+      DataError: ZCA is needed and ``x_train`` is None.
+    """
+    from lvat_tf.regularizers import methods
+
+    method = methods.get_method(method_name)
+    pad = 32 if method.generative and max(spec.image_shape[:2]) < 32 else None
+    if needs_fitted_preprocessing(spec, method_name) and x_train is None:
+        raise DataError(f"--data_dir: {spec.name}'s ZCA whitening is fitted on the training "
+                        "images; give --data_dir or --preprocessing_from")
+    if x_train is None:
+        return Preprocessor(scaling=method.input_scaling, pad_to=pad)
+    return Preprocessor.fit(x_train, spec.zca, method.input_scaling, pad)
+
+
+def needs_fitted_preprocessing(spec, method_name: str) -> bool:
+    """Whether the run's transform is fitted on data (vat_tf's CIFAR-10 ZCA)."""
+    from lvat_tf.regularizers import methods
+
+    return bool(spec.zca) and methods.get_method(method_name).input_scaling == "vat"
+
+
+def model_input_shape(spec, preprocessor: Preprocessor):
+    """(H, W, C) the classifier sees: the raw shape, padded when the transform pads."""
+    h, w, c = spec.image_shape
+    return (preprocessor.pad_to, preprocessor.pad_to, c) if preprocessor.pad_to else (h, w, c)
 
 
 def stream_seed(seed: int, stream: int) -> tf.Tensor:

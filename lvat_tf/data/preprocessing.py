@@ -11,6 +11,8 @@ import numpy as np
 from lvat_tf.data import DataError
 
 ZCA_REG = 1e-6  # vat_tf dataset_utils.ZCA
+#: preprocessing.npz format written by this version (files without the key are 1).
+FORMAT_VERSION = 1
 
 
 def scale(x_uint8: np.ndarray) -> np.ndarray:
@@ -109,16 +111,79 @@ class Preprocessor:
         tmp = path + ".tmp.npz"
         extra = {"zca_mean": self.zca_mean, "zca_w": self.zca_w} if self.uses_zca else {}
         np.savez(tmp, kind="zca" if self.uses_zca else "scale", scaling=self.scaling,
-                 pad_to=self.pad_to or 0, **extra)
+                 pad_to=self.pad_to or 0, format_version=FORMAT_VERSION, **extra)
         os.replace(tmp, path)
+
+    @classmethod
+    def from_file(cls, path: str, image_shape) -> "Preprocessor":
+        """A ZCA transform from a file (``--preprocessing_from``).
+
+        Accepts a run's ``preprocessing.npz``, an .npz with upstream's arrays
+        ``mean`` (D,) and ``components`` (D, D) (vat_tf cifar10.py saves them
+        as ``mean.npy`` / ``components.npy``), or a directory holding those two
+        .npy files. Upstream's arrays are in CHW-flattened order; they are
+        permuted to ours (HWC), which whitens every image identically.
+        """
+        h, w, c = image_shape
+        if os.path.isdir(path):
+            try:
+                mean = np.load(os.path.join(path, "mean.npy"))
+                comp = np.load(os.path.join(path, "components.npy"))
+            except (OSError, ValueError) as e:
+                raise DataError(f"--preprocessing_from: {path} holds no readable mean.npy and "
+                                f"components.npy ({type(e).__name__})") from None
+        else:
+            try:
+                with np.load(path) as f:
+                    files = set(f.files)
+                    upstream = {"mean", "components"} <= files
+                    if upstream:
+                        mean, comp = f["mean"], f["components"]
+            except Exception as e:  # not an npz
+                raise DataError(f"--preprocessing_from: {path} is not an .npz file "
+                                f"({type(e).__name__})") from None
+            if not upstream:
+                p = cls.load(path)
+                if not p.uses_zca:
+                    raise DataError(f"--preprocessing_from: {path} holds no ZCA (kind 'scale')")
+                if p.zca_mean.size != h * w * c:
+                    raise DataError(f"--preprocessing_from: {path}: ZCA of {p.zca_mean.size} "
+                                    f"dimensions, images have {h * w * c}")
+                return p
+        d = h * w * c
+        mean, comp = np.asarray(mean, np.float32).reshape(-1), np.asarray(comp, np.float32)
+        if mean.size != d or comp.shape != (d, d):
+            raise DataError(f"--preprocessing_from: {path}: expected mean ({d},) and components "
+                            f"({d}, {d}), got {mean.shape} and {comp.shape}")
+        # perm[i] = HWC index of CHW element i.
+        perm = np.arange(d).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+        m_hwc = np.empty_like(mean)
+        m_hwc[perm] = mean
+        w_hwc = np.empty_like(comp)
+        w_hwc[np.ix_(perm, perm)] = comp
+        return cls(m_hwc, w_hwc, scaling="vat")
 
     @classmethod
     def load(cls, path: str) -> "Preprocessor":
         try:
             with np.load(path) as f:
+                version = int(f["format_version"]) if "format_version" in f.files else 1
+                if version > FORMAT_VERSION:
+                    raise DataError(f"{path}: written by a newer lvat_tf (preprocessing format "
+                                    f"{version}; this version reads up to {FORMAT_VERSION})")
+                kind = str(f["kind"])
+                if kind not in ("zca", "scale"):
+                    raise DataError(f"{path}: unknown preprocessing kind {kind!r}")
                 scaling = str(f["scaling"]) if "scaling" in f.files else "vat"
                 pad_to = int(f["pad_to"]) if "pad_to" in f.files else 0
-                zca = (f["zca_mean"], f["zca_w"]) if str(f["kind"]) == "zca" else (None, None)
+                zca = (f["zca_mean"], f["zca_w"]) if kind == "zca" else (None, None)
+                if kind == "zca" and (zca[0].ndim != 1 or zca[1].shape != (zca[0].size,) * 2):
+                    raise DataError(f"{path}: ZCA mean {zca[0].shape} and matrix "
+                                    f"{zca[1].shape} do not fit")
                 return cls(*zca, scaling=scaling, pad_to=pad_to or None)
-        except (OSError, KeyError, ValueError) as e:
-            raise DataError(f"{path}: cannot read the run's preprocessing state ({e})") from None
+        except DataError:
+            raise
+        except Exception as e:  # zipfile / pickle / numpy errors of a corrupt file
+            raise DataError(f"{path}: cannot read the run's preprocessing state "
+                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                            ) from None

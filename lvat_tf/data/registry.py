@@ -6,12 +6,13 @@ directory under ``data_dir``, or a download when the network allows it).
 """
 import dataclasses
 import os
+import time
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 from absl import logging
 
-from lvat_tf.data import DataError, raw
+from lvat_tf.data import DataError, network, raw
 
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -93,6 +94,15 @@ def _load_tfds(spec: DatasetSpec, data_dir: Optional[str], download: bool) -> Ar
         raise DataError(f"--data_dir: {data_dir!r} holds neither the canonical {spec.name} files "
                         f"({spec.raw_files}) nor a prepared tfds '{spec.tfds_name}' dataset, and "
                         "--tfds_download is off")
+    if not prepared:
+        hosts = network.DOWNLOAD_HOSTS.get(spec.tfds_name, ("storage.googleapis.com",))
+        t0 = time.monotonic()
+        if network.first_reachable(hosts) is None:
+            raise DataError(f"--data_dir: {data_dir!r} holds neither the canonical {spec.name} "
+                            f"files ({spec.raw_files}) nor a prepared tfds '{spec.tfds_name}' "
+                            f"dataset, and tensorflow-datasets cannot download it: no network "
+                            f"({', '.join(hosts)} unreachable, probed for "
+                            f"{time.monotonic() - t0:.1f} s)")
     logging.info("Loading %s through tensorflow-datasets (%s, data_dir=%s, download=%s)",
                  spec.name, spec.tfds_name, tfds_dir, download and not prepared)
     try:

@@ -16,6 +16,8 @@ import tensorflow as tf
 from lvat_tf.generative.vae import VAE
 
 META = "generative.json"
+#: generative.json format written by this version (files without the key are 1).
+FORMAT_VERSION = 1
 WEIGHTS = "model.weights.h5"
 
 
@@ -53,7 +55,7 @@ def save(model_dir: str, model, meta: dict) -> None:
     tmp = os.path.join(model_dir, "tmp." + WEIGHTS)
     model.save_weights(tmp)
     os.replace(tmp, os.path.join(model_dir, WEIGHTS))
-    write_json(os.path.join(model_dir, META), meta)
+    write_json(os.path.join(model_dir, META), dict(meta, format_version=FORMAT_VERSION))
 
 
 def load(model_dir: str, expect: dict = None):
@@ -65,8 +67,22 @@ def load(model_dir: str, expect: dict = None):
     if not os.path.isfile(meta_path) or not os.path.isfile(os.path.join(model_dir, WEIGHTS)):
         raise GenerativeModelError(f"--generative_model_dir: {model_dir} holds no {META} and "
                                    f"{WEIGHTS} (train one with run_scripts/train_vae.py or train_glow.py)")
-    with open(meta_path) as f:
-        meta = json.load(f)
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise GenerativeModelError(f"--generative_model_dir: {meta_path} is not valid JSON "
+                                   f"({str(e).splitlines()[0]})") from None
+    if not isinstance(meta, dict):
+        raise GenerativeModelError(f"--generative_model_dir: {meta_path} holds no JSON object")
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise GenerativeModelError(f"--generative_model_dir: {meta_path} was written by a newer "
+                                   f"lvat_tf (format {version!r}; this version reads up to "
+                                   f"{FORMAT_VERSION})")
+    missing = [k for k in ("kind", "image_shape", "architecture") if k not in meta]
+    if missing:
+        raise GenerativeModelError(f"--generative_model_dir: {meta_path} lacks {missing[0]!r}")
     for key, want in (expect or {}).items():
         got = meta.get(key)
         if isinstance(want, (tuple, list)):
@@ -75,7 +91,11 @@ def load(model_dir: str, expect: dict = None):
             raise GenerativeModelError(f"--generative_model_dir: {model_dir} was trained with "
                                        f"{key}={got!r}, this run needs {want!r}")
     shape = tuple(meta["image_shape"])
-    model = build(meta["kind"], meta["architecture"], shape)
+    try:
+        model = build(meta["kind"], meta["architecture"], shape)
+    except (KeyError, TypeError, ValueError) as e:
+        raise GenerativeModelError(f"--generative_model_dir: {meta_path}: architecture "
+                                   f"{meta['architecture']!r} cannot be built ({e})") from None
     model(tf.zeros((1,) + shape))
     try:
         model.load_weights(os.path.join(model_dir, WEIGHTS))

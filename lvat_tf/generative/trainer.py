@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from lvat_tf import checkpointing
 from lvat_tf.generative import model_dir as model_dir_lib
 
 
@@ -98,7 +99,9 @@ def run(model, optimizer, train_step: Callable, lr_at_step: Callable[[int], floa
     settings["training"] = {k: v for k, v in meta.get("training", {}).items()
                             if k not in ("model_dir", "data_dir", "tfds_download")}
     settings_path = os.path.join(model_dir, "checkpoints", "settings.json")
-    if manager.latest_checkpoint:
+    latest = checkpointing.latest_checkpoint(os.path.join(model_dir, "checkpoints"),
+                                             flag=model_dir)
+    if latest:
         old = model_dir_lib.read_json(settings_path, default=None)
         if old is not None and old != json.loads(json.dumps(settings)):
             diff = sorted(k for k in set(old["training"]) | set(settings["training"])
@@ -107,11 +110,11 @@ def run(model, optimizer, train_step: Callable, lr_at_step: Callable[[int], floa
             raise model_dir_lib.GenerativeModelError(
                 f"{model_dir} holds checkpoints of a run with other settings ({diff[0]}: "
                 f"{old['training'].get(diff[0])!r}); use another directory or the same flags")
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        checkpointing.restore(ckpt, latest, flag=model_dir)
         history = model_dir_lib.read_json(history_path, default=[])
         history = [h for h in history if h["step"] <= int(step_var.numpy())]
         logging.info("Resuming generative training from %s (step %d of %d)",
-                     manager.latest_checkpoint, int(step_var.numpy()), total_steps)
+                     latest, int(step_var.numpy()), total_steps)
     else:
         os.makedirs(os.path.dirname(settings_path), exist_ok=True)
         model_dir_lib.write_json(settings_path, settings)

@@ -19,8 +19,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from lvat_tf import checkpointing
 from lvat_tf import config as config_lib
 from lvat_tf.data import pipeline
+from lvat_tf.data import registry as data_registry
 from lvat_tf.data.preprocessing import Preprocessor
 from lvat_tf.models import registry as model_registry
 from lvat_tf.regularizers import methods
@@ -276,10 +278,12 @@ def train_and_evaluate(cfg, verbose="auto"):
     keras.utils.set_random_seed(cfg.seed)
     set_determinism(cfg.jit_compile)
 
-    os.makedirs(cfg.log_dir, exist_ok=True)
     prep_path = os.path.join(cfg.log_dir, "preprocessing.npz")
     prep = Preprocessor.load(prep_path) if os.path.isfile(prep_path) else None
+    # Nothing is written to LOG_DIR before the data has loaded: a bad --data_dir
+    # or a broken file leaves no half-made run directory behind.
     data = pipeline.load_ssl_data(cfg, prep)
+    os.makedirs(cfg.log_dir, exist_ok=True)
     if chief:
         if prep is None:
             data.preprocessor.save(prep_path)
@@ -311,7 +315,7 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         # "upstream_adam_1/..." and could not be resumed by a fresh process. Runs
         # saved before this fix keep the name their checkpoint holds.
         ckpt_dir = os.path.join(cfg.log_dir, "checkpoints")
-        latest = tf.train.latest_checkpoint(ckpt_dir)
+        latest = checkpointing.latest_checkpoint(ckpt_dir)
         opt = UpstreamAdam(learning_rate=cfg.learning_rate, beta_1=cfg.mom1,
                            name=_checkpoint_optimizer_name(latest))
         # XLA: whole train step compiled; measured slower for Conv-Large on this CPU
@@ -327,7 +331,7 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         ckpt, manager, epoch_var = make_checkpoint(clf, opt, save_dir, extra=state)
     initial_epoch = 0
     if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
+        checkpointing.restore(ckpt, latest)
         initial_epoch = int(epoch_var.numpy())
         logging.info("Resuming from %s (epoch %d, step %d)", latest,
                      initial_epoch, int(opt.iterations.numpy()))
@@ -411,15 +415,18 @@ def final_evaluation(clf, data, cfg):
             "evaluated_on": "validation" if cfg.validation else "test"}
 
 
-def load_trained_classifier(log_dir, **overrides):
+def load_trained_classifier(log_dir, with_data=True, **overrides):
     """Restores a run's classifier from its latest checkpoint.
 
     Args:
       log_dir: the run directory.
+      with_data: load the dataset too; False restores the classifier from the
+        run's saved transform alone (export without evaluation) and returns
+        data = None.
       **overrides: evaluation-only config fields to change (see _RESUME_FREE).
 
     Returns:
-      (cfg, classifier, data, checkpoint path).
+      (cfg, classifier, data or None, checkpoint path).
     """
     if not os.path.isdir(log_dir):
         raise RunDirError(f"--log_dir: {log_dir} is not a directory")
@@ -430,12 +437,18 @@ def load_trained_classifier(log_dir, **overrides):
     cfg = cfg.replace(**overrides)
     tf.config.experimental.enable_op_determinism()
     prep = Preprocessor.load(os.path.join(log_dir, "preprocessing.npz"))
-    data = pipeline.load_ssl_data(cfg, prep)
-    clf = build_classifier(cfg, data.spec, data.image_shape)
+    if with_data:
+        data = pipeline.load_ssl_data(cfg, prep)
+        spec, shape = data.spec, data.image_shape
+    else:
+        data = None
+        spec = data_registry.get_spec(cfg.dataset)
+        shape = pipeline.model_input_shape(spec, prep)
+    clf = build_classifier(cfg, spec, shape)
     manager_dir = os.path.join(log_dir, "checkpoints")
-    latest = tf.train.latest_checkpoint(manager_dir)
+    latest = checkpointing.latest_checkpoint(manager_dir)
     if latest is None:
         raise RunDirError(f"--log_dir: {log_dir} holds no checkpoint in checkpoints/")
     ckpt, _, _ = make_checkpoint(clf)
-    ckpt.restore(latest).expect_partial().assert_existing_objects_matched()
+    checkpointing.restore(ckpt, latest, partial=True)
     return cfg, clf, data, latest

@@ -16,6 +16,7 @@ Output (what test.py, export.py and train.py --generative_model_dir accept)::
     OUT/generative/{generative.json, model.weights.h5}        VAE / Glow (LVAT)
     OUT/converted_from.json                                   source, skipped names
 """
+import dataclasses
 import json
 import os
 import re
@@ -83,7 +84,7 @@ def partition(variables: Dict[str, np.ndarray], upstream: str) -> Tuple[dict, di
 
 
 def convert(checkpoint: str, upstream: str, dataset: str, log_dir: str, data_dir=None,
-            tfds_download: bool = True, **config_overrides) -> dict:
+            tfds_download: bool = True, preprocessing_from=None, **config_overrides) -> dict:
     """Writes the run directory; returns a summary dict.
 
     Args:
@@ -91,11 +92,15 @@ def convert(checkpoint: str, upstream: str, dataset: str, log_dir: str, data_dir
       upstream: ``vat_tf`` or ``lvat``.
       dataset: the dataset the checkpoint was trained on (not recorded by upstream).
       log_dir: the new run directory (must not hold a run).
-      data_dir: where the dataset is (needed: CIFAR-10's ZCA is fitted on it,
-        and test.py / export.py evaluate on it).
+      data_dir: where the dataset is: only vat_tf's CIFAR-10 preprocessing
+        (ZCA) is fitted on data; for every other dataset/method the
+        conversion reads no data (test.py / export.py evaluate on it later).
+      preprocessing_from: a ZCA to use instead of fitting one on data_dir
+        (see :meth:`Preprocessor.from_file`).
       **config_overrides: further config fields (e.g. epsilon, num_labeled_examples).
     """
-    from lvat_tf.data import pipeline
+    from lvat_tf.data import pipeline, registry
+    from lvat_tf.data.preprocessing import Preprocessor
     from lvat_tf.generative import model_dir as model_dir_lib
     from lvat_tf.training import run
 
@@ -114,7 +119,25 @@ def convert(checkpoint: str, upstream: str, dataset: str, log_dir: str, data_dir
         values["data_dir"] = data_dir
     values.update(config_overrides)
     cfg = config_lib.make_config(**values)
-    data = pipeline.load_ssl_data(cfg)
+    spec = registry.get_spec(cfg.dataset)
+    if preprocessing_from:
+        if not os.path.exists(preprocessing_from):
+            raise config_lib.ConfigError("preprocessing_from", f"{preprocessing_from} does not "
+                                         "exist")
+        if not pipeline.needs_fitted_preprocessing(spec, cfg.method):
+            raise config_lib.ConfigError("preprocessing_from", f"{cfg.dataset} with "
+                                         f"{cfg.method} uses no fitted (ZCA) preprocessing")
+        prep = Preprocessor.from_file(preprocessing_from, spec.image_shape)
+    elif pipeline.needs_fitted_preprocessing(spec, cfg.method):
+        if not data_dir:
+            raise config_lib.ConfigError("data_dir", f"{cfg.dataset}'s ZCA whitening is fitted "
+                                         "on the training images: give --data_dir, or "
+                                         "--preprocessing_from=FILE (a preprocessing.npz, or "
+                                         "upstream's mean/components)")
+        prep = pipeline.load_ssl_data(cfg).preprocessor
+    else:
+        prep = pipeline.make_preprocessor(spec, cfg.method)  # needs no data
+    data = _Data(spec, prep, pipeline.model_input_shape(spec, prep))
     clf = run.build_classifier(cfg, data.spec, data.image_shape)
     try:
         names.load_convnet_weights(clf, clf_w)
@@ -153,6 +176,15 @@ def convert(checkpoint: str, upstream: str, dataset: str, log_dir: str, data_dir
     logging.info("Converted %d variables (%d optimizer variables not converted) into %s",
                  summary["converted"], len(skipped), log_dir)
     return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    """What the conversion needs of a dataset: spec, transform, model input shape."""
+
+    spec: object
+    preprocessor: object
+    image_shape: tuple
 
 
 def _vae_from(weights, image_shape):

@@ -1,0 +1,89 @@
+"""Collapse detection: the statistics, the rule, the warning, and a run made to collapse."""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import logging
+
+from conftest import shared_path
+from lvat_tf.training import collapse
+
+
+def test_prediction_stats_of_uniform_one_class_and_confident_predictions():
+    k = 10
+    uni = collapse.prediction_stats(np.full((50, k), 1.0 / k))
+    assert uni["normalized_entropy"] == pytest.approx(1.0)
+    assert uni["mean_max_prob"] == pytest.approx(0.1)
+    one = collapse.prediction_stats(np.tile(np.eye(k)[3] * 0.99 + 0.001, (40, 1)))
+    assert one["top_class_fraction"] == 1.0 and one["effective_classes"] == pytest.approx(1.0)
+    sure = collapse.prediction_stats(np.eye(k)[np.arange(100) % k] * 0.999 + 0.0001)
+    assert sure["effective_classes"] == pytest.approx(10.0)
+    assert sure["normalized_entropy"] < 0.02 and sure["mean_max_prob"] > 0.99
+    assert sum(sure["class_histogram"]) == pytest.approx(1.0)
+    # The rule: fitted labels + near-uniform or few-class unlabeled predictions.
+    assert collapse.classify(uni, 1.0, k) == "uniform"
+    assert collapse.classify(one, 0.95, k) == "few_classes"
+    assert collapse.classify(sure, 1.0, k) is None
+    assert collapse.classify(uni, 0.5, k) is None  # labels not fitted: not this failure
+
+
+class _Lookup:
+    """Labeled images (first pixel = label / 10) get confident logits; others uniform."""
+
+    def __call__(self, x, bn_mode="moving"):
+        v = x[:, 0, 0, 0]
+        cls = tf.cast(tf.round(v * 10), tf.int32)
+        onehot = tf.one_hot(tf.clip_by_value(cls, 0, 9), 10) * 20.0
+        return tf.where((v >= 0)[:, None], onehot, tf.zeros_like(onehot))
+
+
+class _FakeModel:
+    def __init__(self):
+        self.optimizer = type("O", (), {"iterations": tf.Variable(0, dtype=tf.int64)})()
+
+
+@pytest.mark.parametrize("method,flag", [("vat", "--epsilon"), ("lvat_vae", "--lvat_reference"),
+                                         ("mat", "--mat_smoothness")])
+def test_monitor_warns_once_naming_the_flag_and_records(tmp_path, method, flag):
+    y = np.arange(20) % 10
+    x_l = np.zeros((20, 4, 4, 1), np.float32)
+    x_l[:, 0, 0, 0] = y / 10.0
+    x_u = -np.ones((30, 4, 4, 1), np.float32)
+    path = tmp_path / "collapse.json"
+    mon = collapse.CollapseMonitor(_Lookup(), x_u, x_l, y, method, eval_freq=1, num_epochs=3,
+                                   save_path=str(path))
+    fake = _FakeModel()
+    mon.set_model(fake)
+    warnings = []
+    orig = logging.warning
+    logging.warning = lambda msg, *a: warnings.append(msg % a if a else msg)
+    try:
+        for epoch in range(3):
+            fake.optimizer.iterations.assign(10 * (epoch + 1))
+            mon.on_epoch_end(epoch)
+    finally:
+        logging.warning = orig
+    assert len(warnings) == 1 and flag in warnings[0] and "Collapse at step 10" in warnings[0]
+    rec = json.loads(path.read_text())
+    assert rec["detected"] and rec["kind"] == "uniform" and rec["step"] == 10
+    assert len(rec["history"]) == 3 and rec["history"][0]["labeled_accuracy"] == 1.0
+    assert rec["history"][2]["normalized_entropy"] == pytest.approx(1.0)
+
+
+def test_a_run_made_to_collapse_is_detected_and_recorded(tmp_path):
+    """MNIST-100, VAT at epsilon 0.3 (README 'Training dynamics'): fits the 100 labels,
+    near-uniform elsewhere."""
+    from lvat_tf.config import make_config
+    from lvat_tf.training import run
+
+    data_dir = shared_path("data", "mnist")
+    cfg = make_config(dataset="mnist", data_dir=data_dir, model="mlp", method="vat",
+                      epsilon=0.3, num_labeled_examples=100, num_epochs=4, epoch_decay_start=4,
+                      num_iter_per_epoch=400, eval_freq=2, log_dir=str(tmp_path / "run"),
+                      finetune_iter=5, num_eval_examples=1000)
+    res = run.train_and_evaluate(cfg, verbose=0)
+    rec = res["collapse"]
+    assert rec["detected"], rec["history"]
+    assert "--epsilon" in rec["message"] and rec["history"][-1]["labeled_accuracy"] >= 0.9
+    assert json.load(open(tmp_path / "run" / "results.json"))["collapse"]["detected"]
