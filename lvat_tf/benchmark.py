@@ -31,6 +31,43 @@ def matmul_peak_gflops(n=2048, repeats=10, dtype=tf.float32):
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
+def time_upstream_step(meta_path: str, steps: int = 3, warmup: int = 1) -> dict:
+    """Median seconds of upstream vat_tf's own training step, in this process.
+
+    ``meta_path`` is ``../shared/perf/vat_tf_train_step.meta`` (the unmodified
+    upstream graph: Conv-Large, CE + VAT, Adam, batches 32 + 128 of 32x32x3,
+    xi 1e-6, eps 8, dropout on), run in its own tf.compat.v1 graph and session
+    beside our eager steps, so that the ratio ours/upstream is measured on the
+    same machine in the same run.
+    """
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.train.import_meta_graph(meta_path)
+        x, y, u = (tf1.get_collection("inputs_" + n)[0] for n in ("x_l", "y_l", "x_u"))
+        train_op = tf1.get_collection("train_op")[0]
+        init = tf1.get_collection("init_op")[0]
+        rng = np.random.RandomState(0)
+        feed = {x: rng.uniform(-.5, .5, (32, 32, 32, 3)).astype(np.float32),
+                y: np.eye(10, dtype=np.float32)[rng.randint(0, 10, 32)],
+                u: rng.uniform(-.5, .5, (128, 32, 32, 3)).astype(np.float32)}
+        with tf1.Session(graph=graph) as sess:
+            sess.run(init)
+            for _ in range(warmup):
+                sess.run(train_op, feed)
+            times = []
+            for _ in range(steps):
+                t = time.perf_counter()
+                sess.run(train_op, feed)
+                times.append(time.perf_counter() - t)
+    return {"method": "upstream_vat_tf", "model": "conv_large", "dataset": "cifar10",
+            "batch_size": 32, "ul_batch_size": 128, "power_iteration": "finite_difference",
+            "jit_compile": False, "mixed_precision": False,
+            "ms_per_step": round(1000 * statistics.median(times), 2),
+            "images_per_s": round(160 / statistics.median(times), 1), "gflop_per_step": None,
+            "achieved_gflops": None, "steps_timed": steps, "generative": None}
+
+
 def step_flops(concrete_fn):
     """FLOPs of one call of a concrete function (ops with registered FLOP stats)."""
     graph = concrete_fn.graph

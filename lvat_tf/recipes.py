@@ -61,10 +61,11 @@ register(Recipe(
         ("lvat_glow", dict(method="lvat_glow", epsilon=1.0)),
         # MAT on the same budget and epsilon as VAT (the MAT paper gives no MNIST-100
         # setting); lambda1 = lambda2 = 0.1 (its MNIST values).
-        ("mat", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1)),
+        ("mat", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1, mat_smoothness="log",
+                     mat_min_variance=0.0)),
         # The plain smoothness term (mean_i S_i) instead of the paper's mean_i log S_i.
         ("mat_plain", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
-                           mat_smoothness="plain")),
+                           mat_smoothness="plain", mat_min_variance=0.0)),
     ),
     robustness=("fgsm", "l2"),
 ))
@@ -108,11 +109,13 @@ register(Recipe(
         ("baseline", dict(method="baseline")),
         ("center_loss", dict(method="center_loss", mat_lambda2=0.1)),
         ("vat", dict(method="vat")),
-        ("mat", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1)),
+        ("mat", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1, mat_smoothness="log",
+                     mat_min_variance=0.0)),
         ("mat_plain", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
-                           mat_smoothness="plain")),
+                           mat_smoothness="plain", mat_min_variance=0.0)),
         ("mat_diag_plain", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
-                                mat_smoothness="plain", mat_covariance="diagonal")),
+                                mat_smoothness="plain", mat_covariance="diagonal",
+                                mat_min_variance=0.0)),
         # The plain term with a variance floor on the mixture (README "MAT": the
         # runs above collapsed as the information term grew without bound).
         ("mat_floor", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,

@@ -124,7 +124,8 @@ def _run_one(run, make_config, values, name, earlier):
         _common.fail(f"{name} (seed {values['seed']}, dataset_seed {values['dataset_seed']}): {e}")
     wall, cpu = time.time() - wall, time.process_time() - cpu
     fit_s = res["train_seconds_this_session"]
-    collapsed = bool(res.get("collapse", {}).get("detected"))
+    # Collapsed at the end of the run (a run that collapsed and recovered is not counted).
+    collapsed = res.get("collapse", {}).get("final") is not None
     if fit_s == 0 and earlier and earlier["num_iterations"] == res["num_iterations"]:
         # Finished in an earlier session: nothing trained now, keep its times.
         return dict(earlier, test_error=round(res["test_error"], 2), collapsed=collapsed)

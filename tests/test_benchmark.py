@@ -51,3 +51,44 @@ def test_direction_cosines_bfloat16_recovers_the_float64_direction():
     assert cos["float32_exact"]["mean"] > 0.999
     assert cos["bfloat16_exact"]["mean"] >= 0.95
     assert cos["float32_finite_difference"]["mean"] < cos["bfloat16_exact"]["mean"]
+
+
+def test_rows_carry_the_hardware_and_the_upstream_step_needs_its_shape(tmp_path):
+    from lvat_tf import hardware
+    out = tmp_path / "bench.json"
+    p = run_script("benchmark.py", "--model=tiny_mlp", "--dataset=digits", "--batch_size=8",
+                   "--ul_batch_size=16", "--steps=1", "--warmup=1", "--methods=baseline",
+                   f"--output={out}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    (row,) = json.load(open(out))
+    hw = row["hardware"]
+    assert set(hw) == {"cpu_model", "cpu_flags", "cores", "onednn", "tensorflow", "keras", "gpus"}
+    assert hw["cores"] >= 1 and set(hw["cpu_flags"]) <= set(hardware.RELEVANT_FLAGS)
+    assert "hardware: " + hw["cpu_model"] in p.stdout and "x upstream" in p.stdout
+    assert row["ratio_to_upstream"] is None
+    with open("/proc/cpuinfo") as f:
+        text = f.read()
+    assert ("amx_bf16" in text.split()) == ("amx_bf16" in hw["cpu_flags"])
+    p = run_script("benchmark.py", "--model=mlp", "--dataset=mnist", "--upstream_step")
+    assert p.returncode == 1 and "--upstream_step" in p.stderr.strip().splitlines()[-1]
+
+
+def test_upstream_step_is_timed_in_process():
+    import os
+    from conftest import shared_path
+    from lvat_tf.benchmark import time_upstream_step
+    meta = shared_path("perf", "vat_tf_train_step.meta")
+    row = time_upstream_step(meta, steps=1, warmup=0)
+    assert row["method"] == "upstream_vat_tf" and row["ms_per_step"] > 0
+    assert (row["batch_size"], row["ul_batch_size"]) == (32, 128) and os.path.isfile(meta)
+
+
+def test_bfloat16_warning_only_without_bfloat16_hardware(monkeypatch):
+    from lvat_tf import hardware
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: ["avx2", "fma"])
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
+    msg = hardware.bfloat16_warning()
+    assert msg and "\n" not in msg and "--mixed_precision" in msg and "slower" in msg
+    assert hardware.bfloat16_warning(have_gpu=True) is None
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: ["avx512_bf16", "amx_bf16"])
+    assert hardware.bfloat16_warning() is None

@@ -67,6 +67,7 @@ def test_monitor_warns_once_naming_the_flag_and_records(tmp_path, method, flag):
     assert len(warnings) == 1 and flag in warnings[0] and "Collapse at step 10" in warnings[0]
     rec = json.loads(path.read_text())
     assert rec["detected"] and rec["kind"] == "uniform" and rec["step"] == 10
+    assert rec["final"] == "uniform"
     assert len(rec["history"]) == 3 and rec["history"][0]["labeled_accuracy"] == 1.0
     assert rec["history"][2]["normalized_entropy"] == pytest.approx(1.0)
 
@@ -84,6 +85,6 @@ def test_a_run_made_to_collapse_is_detected_and_recorded(tmp_path):
                       finetune_iter=5, num_eval_examples=1000)
     res = run.train_and_evaluate(cfg, verbose=0)
     rec = res["collapse"]
-    assert rec["detected"], rec["history"]
+    assert rec["detected"] and rec["final"] is not None, rec["history"]
     assert "--epsilon" in rec["message"] and rec["history"][-1]["labeled_accuracy"] >= 0.9
     assert json.load(open(tmp_path / "run" / "results.json"))["collapse"]["detected"]

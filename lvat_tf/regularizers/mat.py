@@ -25,8 +25,8 @@ Choices where the paper is silent or ambiguous (README, "MAT"):
   starts from its batch mean and ``alpha * I + (1 - alpha) * scatter``.
 * Conditioning: the covariance used is ``Sigma + (ridge * tr(Sigma)/D + 1e-6 + v0) I``
   (full), ``max(var, ridge * mean(var) + 1e-6 + v0)`` (diagonal); ridge = 1e-2,
-  v0 = ``--mat_min_variance`` (0 by default, as the paper; see the README for why
-  a floor is needed on Lenet++).
+  v0 = ``--mat_min_variance`` (the paper: 0; the run default 1.0, the only
+  setting measured to train here, see the README for why a floor is needed).
 * log S_i uses ``log(max(S_i, 0) + 1e-8)``: S_i is 0 where the perturbation
   changes nothing (e.g. an untrained mixture), and rounding makes it slightly
   negative there.

@@ -21,6 +21,7 @@ from absl import logging
 
 from lvat_tf import checkpointing
 from lvat_tf import config as config_lib
+from lvat_tf import hardware
 from lvat_tf.data import pipeline
 from lvat_tf.data import registry as data_registry
 from lvat_tf.data.preprocessing import Preprocessor
@@ -171,7 +172,13 @@ def _load_collapse_record(path):
         return collapse_lib.CollapseRecord()
     try:
         with open(path) as f:
-            return collapse_lib.CollapseRecord(**json.load(f))
+            saved = json.load(f)
+        if "final" not in saved and saved.get("history"):
+            # Written before records had "final": the last evaluation, classified now.
+            last = saved["history"][-1]
+            saved["final"] = collapse_lib.classify(last, last["labeled_accuracy"],
+                                                   len(last["class_histogram"]))
+        return collapse_lib.CollapseRecord(**saved)
     except (ValueError, TypeError) as e:
         raise RunDirError(f"--log_dir: {path} is not a collapse record written by lvat_tf "
                           f"({str(e).splitlines()[0]}); delete it to start a new record") from None
@@ -277,6 +284,10 @@ def train_and_evaluate(cfg, verbose="auto"):
     _check_run_dir(cfg)
     keras.utils.set_random_seed(cfg.seed)
     set_determinism(cfg.jit_compile)
+    if cfg.mixed_precision:
+        msg = hardware.bfloat16_warning(bool(tf.config.list_physical_devices("GPU")))
+        if msg:
+            logging.warning(msg)
 
     prep_path = os.path.join(cfg.log_dir, "preprocessing.npz")
     prep = Preprocessor.load(prep_path) if os.path.isfile(prep_path) else None

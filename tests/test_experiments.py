@@ -1,0 +1,54 @@
+"""Seeds and error bars: the seed grid, the aggregation, the table, reproduce.py --seeds."""
+import json
+import math
+
+import pytest
+
+from conftest import run_script
+from lvat_tf import experiments
+
+
+def test_seed_grid_and_run_dirs():
+    assert experiments.seed_grid(1, 1) == [(1, 1)]
+    assert experiments.seed_grid(3, 1, 3) == [(3, 1), (4, 1), (5, 1)]
+    assert experiments.seed_grid(1, 7, 2, [1, 2]) == [(1, 1), (2, 1), (1, 2), (2, 2)]
+    with pytest.raises(ValueError):
+        experiments.seed_grid(1, 1, 0)
+    assert experiments.run_dir("o", "vat", 1, 1, single=True) == "o/vat"
+    assert experiments.run_dir("o", "vat", 2, 3, single=False) == "o/vat/seed2-data3"
+
+
+def test_mean_std_is_the_sample_std_and_rows_count_collapses():
+    m, s = experiments.mean_std([1.0, 2.0, 4.0])
+    assert m == pytest.approx(7 / 3) and s == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (
+        2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert experiments.mean_std([5.0]) == (5.0, None) and experiments.mean_std([]) == (None, None)
+    runs = [dict(seed=s, dataset_seed=1, test_error=e, collapsed=c, num_iterations=10,
+                 cpu_minutes=1.0) for s, e, c in ((2, 30.0, True), (1, 10.0, False))]
+    row = experiments.make_row("vat", "vat", "exact", 2.0, runs)
+    assert row["num_runs"] == 2 and row["num_collapsed"] == 1 and row["test_error"] == 20.0
+    assert row["test_error_std"] == pytest.approx(14.14, abs=0.01)
+    assert [r["seed"] for r in row["runs"]] == [1, 2]  # sorted
+    table = experiments.render_table("desc", [row])
+    assert "| vat | vat | exact | 2.0 | 2 | 20.00 ± 14.14 | 1-1: 10.00, 2-1: 30.00 (C) | 1/2 |" in table
+
+
+def test_reproduce_runs_every_seed_and_reports_mean_and_std(tmp_path):
+    p = run_script("reproduce.py", "--recipe=digits100", "--variants=baseline", "--seeds=2",
+                   "--dataset_seeds=1,2", "--num_epochs=1", "--epoch_decay_start=1",
+                   "--num_iter_per_epoch=20", f"--output_dir={tmp_path}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.load(open(tmp_path / "digits100" / "summary.json"))
+    (row,) = summary["rows"]
+    assert row["num_runs"] == 4 and summary["seed_grid"] == [[1, 1], [2, 1], [1, 2], [2, 2]]
+    assert [(r["seed"], r["dataset_seed"]) for r in row["runs"]] == [(1, 1), (2, 1), (1, 2),
+                                                                     (2, 2)]
+    errs = [r["test_error"] for r in row["runs"]]
+    assert row["test_error"] == pytest.approx(sum(errs) / 4, abs=0.01)
+    assert row["test_error_std"] is not None and "±" in p.stdout
+    for s, d in ((1, 1), (2, 2)):
+        res = json.load(open(tmp_path / "digits100" / "baseline" / f"seed{s}-data{d}" /
+                             "results.json"))
+        assert res["seed"] == s and res["config"]["dataset_seed"] == d and "collapse" in res
+    p = run_script("reproduce.py", "--recipe=digits100", "--seeds=0", f"--output_dir={tmp_path}")
+    assert p.returncode == 1 and "--seeds" in p.stderr.strip().splitlines()[-1]
