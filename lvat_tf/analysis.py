@@ -149,8 +149,13 @@ def read_scalars(log_dir: str) -> Dict[str, Dict[str, list]]:
         for path in sorted(glob.glob(os.path.join(log_dir, "tb", split, "events.*"))):
             for event in tf.compat.v1.train.summary_iterator(path):
                 for v in event.summary.value:
-                    val = (float(tf.make_ndarray(v.tensor)) if v.HasField("tensor")
-                           else float(v.simple_value))
+                    if v.HasField("tensor"):
+                        arr = tf.make_ndarray(v.tensor)
+                        if arr.ndim:  # histograms (collapse/predicted_class): not a scalar
+                            continue
+                        val = float(arr)
+                    else:
+                        val = float(v.simple_value)
                     series.setdefault(v.tag, []).append((int(event.step), val))
         out[split] = series
     return out

@@ -93,7 +93,8 @@ def glow_defaults(dataset: str) -> dict:
 #: (upstream's 120 / 80 / 400 elsewhere). digits: 5 x 300 = 1,500 updates, so
 #: that the bare ``train.py --dataset=digits --method=M`` ends within about 10
 #: minutes on 2 CPU cores for every method, generative-model training included
-#: (slowest: LVAT-Glow, README "Offline use"); no decay phase, which raised the
+#: (estimated from measured step times; slowest: LVAT-Glow, 165 s of Glow training
+#: + 1,500 x 250 ms, README "Offline use"); no decay phase, which raised the
 #: MNIST-100 error in both the port and the minimal instrument (README).
 BUDGET_DEFAULTS = {
     "digits": dict(num_epochs=5, epoch_decay_start=5, num_iter_per_epoch=300),

@@ -94,6 +94,24 @@ register(Recipe(
     ),
 ))
 
+# The decay phase (README "Training dynamics"): mnist100_4k's VAT at epsilon 5
+# with vat_tf's schedule over the last half (lr -> 0 linearly from update
+# 2,000), with beta1 switched to 0.5 as vat_tf (mom2 = 0.5) or kept at 0.9.
+# Batches, directions and dropout are functions of (seed, step), so each run
+# equals mnist100_4k's vat_eps5 run of the same seed up to update 2,000: the
+# constant-lr reference.
+register(Recipe(
+    name="mnist100_decay",
+    description="MNIST-100, MLP, VAT eps 5, 4k updates, vat_tf's decay over the last 2k (scaled)",
+    base=dict(dataset="mnist", model="mlp", num_labeled_examples=100, batch_size=32,
+              ul_batch_size=128, num_epochs=10, epoch_decay_start=5, num_iter_per_epoch=400,
+              eval_freq=5, seed=1, dataset_seed=1, method="vat", epsilon=5.0),
+    variants=(
+        ("decay_beta1_0.5", dict(mom2=0.5)),
+        ("decay_beta1_0.9", dict(mom2=0.9)),
+    ),
+))
+
 # MNIST supervised (all 60,000 labels) with Lenet++ (MAT paper Table I), scaled:
 # 4,000 updates of 32 labeled images; VAT/MAT perturb another 32 training images
 # per step (ul_batch_size 32, not 128: a Lenet++ VAT step on 32+128 images

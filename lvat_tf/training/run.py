@@ -149,6 +149,23 @@ def make_checkpoint(classifier, optimizer=None, directory=None, max_to_keep=3, e
     return ckpt, manager, epoch
 
 
+#: Fields only some methods read: a run of another method resumes whatever they
+#: hold (e.g. a VAT run made before the MAT defaults changed).
+_MAT_FIELDS = ("mat_lambda1", "mat_lambda2", "mat_covariance", "mat_smoothness", "mat_alpha",
+               "mat_beta", "mat_min_variance")
+_LVAT_FIELDS = ("lvat_reference", "vae_num_epochs", "glow_train_steps")
+
+
+def _unused_fields(method):
+    spec = methods.get_method(method)
+    unused = set()
+    if not spec.needs_features:
+        unused.update(_MAT_FIELDS)
+    if not spec.generative:
+        unused.update(_LVAT_FIELDS)
+    return unused
+
+
 def _check_run_dir(cfg):
     path = os.path.join(cfg.log_dir, "config.json")
     if not os.path.isfile(path):
@@ -159,7 +176,9 @@ def _check_run_dir(cfg):
     new = cfg.to_dict()
     # Fields the run's config.json lacks were added to lvat_tf after the run
     # was made (e.g. --glow_train_steps for a baseline run): not a mismatch.
-    diff = sorted(k for k in new if k not in _RESUME_FREE and k in saved and old.get(k) != new[k])
+    unused = _unused_fields(cfg.method)
+    diff = sorted(k for k in new if k not in _RESUME_FREE and k not in unused and k in saved
+                  and old.get(k) != new[k])
     if diff:
         k = diff[0]
         raise RunDirError(f"--log_dir: {cfg.log_dir} holds a run with --{k}={old.get(k)!r}, "
