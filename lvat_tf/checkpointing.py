@@ -33,9 +33,10 @@ def latest_checkpoint(directory: str, flag: str = "--log_dir") -> Optional[str]:
                               f"({type(e).__name__}); delete it to start over") from None
     if state is None or not state.model_checkpoint_path:
         raise CheckpointError(f"{flag}: {state_file} names no checkpoint; delete it to start over")
+    # get_checkpoint_state already joins a relative entry with ``directory``.
     path = state.model_checkpoint_path
-    if not os.path.isabs(path):
-        path = os.path.join(directory, path)
+    if not os.path.isfile(path + ".index") and not os.path.isabs(path):
+        path = os.path.join(directory, os.path.basename(path))
     if not os.path.isfile(path + ".index") or not glob.glob(path + ".data-*"):
         raise CheckpointError(f"{flag}: {state_file} names {os.path.basename(path)}, whose "
                               f"files are missing (a half-written checkpoint?); point "

@@ -318,3 +318,16 @@ def test_cifar10_conversion_takes_the_zca_from_a_file_or_says_what_it_needs(tmp_
                    "--dataset=cifar10", f"--log_dir={tmp_path / 'c'}",
                    f"--preprocessing_from={tmp_path / 'b' / 'preprocessing.npz'}")
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_latest_checkpoint_with_a_relative_run_directory(tmp_path, finished_tiny_run,
+                                                         monkeypatch):
+    import shutil
+    shutil.copytree(finished_tiny_run, tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    path = checkpointing.latest_checkpoint(os.path.join("run", "checkpoints"))
+    assert path == os.path.join("run", "checkpoints", "ckpt-2")
+    # ... and a finished run in a relative directory is evaluated again, not refused.
+    res = run.train_and_evaluate(tiny_config("run", num_epochs=2, epoch_decay_start=2),
+                                 verbose=0)
+    assert res["train_seconds_this_session"] == 0
