@@ -40,7 +40,22 @@ def time_upstream_step(meta_path: str, steps: int = 3, warmup: int = 1) -> dict:
     beside our eager steps, so that the ratio ours/upstream is measured on the
     same machine in the same run.
     """
+    from tensorflow.python.framework import config as tf_config
+
     tf1 = tf.compat.v1
+    # Upstream's graph has unseeded random ops (dropout, the VAT draw), which TF
+    # refuses under op determinism (enabled process-wide by any train run).
+    deterministic = tf_config.is_op_determinism_enabled()
+    if deterministic:
+        tf_config.disable_op_determinism()
+    try:
+        return _time_upstream_graph(tf1, meta_path, steps, warmup)
+    finally:
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
+
+
+def _time_upstream_graph(tf1, meta_path, steps, warmup):
     graph = tf.Graph()
     with graph.as_default():
         tf1.train.import_meta_graph(meta_path)

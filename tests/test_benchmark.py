@@ -77,8 +77,14 @@ def test_upstream_step_is_timed_in_process():
     import os
     from conftest import shared_path
     from lvat_tf.benchmark import time_upstream_step
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
     meta = shared_path("perf", "vat_tf_train_step.meta")
+    # As after any training run in this process: op determinism on (upstream's graph
+    # has unseeded random ops; the timer lifts it for its own session and restores it).
+    tf.config.experimental.enable_op_determinism()
     row = time_upstream_step(meta, steps=1, warmup=0)
+    assert tf_config.is_op_determinism_enabled()
     assert row["method"] == "upstream_vat_tf" and row["ms_per_step"] > 0
     assert (row["batch_size"], row["ul_batch_size"]) == (32, 128) and os.path.isfile(meta)
 
