@@ -65,6 +65,8 @@ def define_flags(script: str = "train") -> None:
     d.DEFINE_bool("aug_trans", U["aug_trans"], "Random 2-px translation (zero pad + crop) of "
                   "labeled and unlabeled batches. [vat_tf]")
     d.DEFINE_bool("aug_flip", U["aug_flip"], "Random horizontal flip. [vat_tf]")
+    d.DEFINE_bool("zca", True, "ZCA-whiten the inputs where vat_tf does (CIFAR-10 with VAT-type "
+                  "methods); --nozca as the LVAT paper's VAT rows (Table 3). [ours]")
     d.DEFINE_bool("tfds_download", True, "Allow tensorflow-datasets to download when no raw "
                   "files are found (off: fail at once when offline). [ours]")
     # --- model (vat_tf cnn.py / layers.py) ---
@@ -181,7 +183,7 @@ def define_flags(script: str = "train") -> None:
 
 
 _FIELDS = ("dataset", "data_dir", "dataset_seed", "num_labeled_examples", "num_valid_examples",
-           "validation", "aug_trans", "aug_flip", "tfds_download", "model", "keep_prob_hidden",
+           "validation", "aug_trans", "aug_flip", "zca", "tfds_download", "model", "keep_prob_hidden",
            "lrelu_a", "top_bn", "bn_stats_decay_factor", "method", "epsilon", "xi",
            "num_power_iterations", "power_iteration", "generative_model_dir",
            "vae_num_epochs", "glow_train_steps", "lvat_reference", "mat_lambda1", "mat_lambda2",

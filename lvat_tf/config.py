@@ -137,6 +137,9 @@ class Config:
     validation: bool = False
     aug_trans: bool = False
     aug_flip: bool = False
+    # vat_tf whitens CIFAR-10 (ZCA) for its VAT runs; the LVAT paper ran its VAT
+    # rows without it (Table 3, "no ZCA"): --nozca gives that, for any method.
+    zca: bool = True
     tfds_download: bool = True
     # speed and scale
     jit_compile: bool = False

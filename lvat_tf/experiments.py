@@ -11,7 +11,25 @@ the same labeled subset; ``dataset_seed`` draws another labeled subset.
 import json
 import math
 import os
+import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from absl import logging
+
+from lvat_tf import robustness
+from lvat_tf.checkpointing import CheckpointError
+from lvat_tf.config import ConfigError, make_config
+from lvat_tf.data import DataError
+from lvat_tf.files import write_text_atomic
+from lvat_tf.generative import model_dir as model_dir_lib
+from lvat_tf.generative import quality as generative_quality
+from lvat_tf.generative.model_dir import GenerativeModelError
+from lvat_tf.generative.train_glow import GlowConfig, train_glow
+from lvat_tf.generative.train_vae import VAEConfig, train_vae, training_images
+from lvat_tf.regularizers import methods
+from lvat_tf.training import run as run_lib
+from lvat_tf.training.distribute import DistributionError
+from lvat_tf.training.run import RunDirError, TrainingDiverged
 
 
 def seed_grid(base_seed: int, base_dataset_seed: int, num_seeds: int = 1,
@@ -123,3 +141,267 @@ def render_table(description: str, rows: List[dict]) -> str:
             "detection'); a run not trained this session keeps its earlier times (- = unknown).\n"
             "**training time of the generative model (wall min; included in the times of the "
             "run that trained it).\n")
+
+
+# ----------------------------------------------------------------------------
+# Running a recipe (run_scripts/reproduce.py is flag parsing + run_recipe).
+# ----------------------------------------------------------------------------
+
+class ExperimentError(ValueError):
+    """A bad recipe request or a failed run of one; ``str(e)`` is one line."""
+
+
+def user_errors() -> tuple:
+    """The exception types that end a script with a one-line message (exit 1)."""
+    return (ConfigError, DataError, RunDirError, TrainingDiverged, GenerativeModelError,
+            DistributionError, CheckpointError, ExperimentError)
+
+
+def prepare_generative(kind: str, dataset: str, data_dir: Optional[str], settings: dict,
+                       model_dir: str, seed: int = 1, tfds_download: bool = True) -> dict:
+    """Trains (or resumes, or reuses) the generative model every LVAT variant of a recipe shares.
+
+    The model is trained once into ``model_dir`` with ``settings`` (VAEConfig /
+    GlowConfig fields); its quality on 1,000 test images (lvat_tf.generative.
+    quality) is written beside it as quality.json.
+
+    Returns:
+      {"kind", "dir", "settings", "architecture", "training_steps",
+       "training_minutes", "quality"}.
+
+    Raises:
+      ExperimentError: ``model_dir`` holds a model trained with other settings.
+    """
+    meta_path = os.path.join(model_dir, model_dir_lib.META)
+    common = dict(dataset=dataset, data_dir=data_dir, model_dir=model_dir, seed=seed,
+                  tfds_download=tfds_download)
+    if os.path.isfile(meta_path):
+        trained = model_dir_lib.read_json(meta_path).get("training", {})
+        for k, v in settings.items():
+            got = trained.get(k)
+            if (list(got) if isinstance(got, (list, tuple)) else got) != \
+                    (list(v) if isinstance(v, (list, tuple)) else v):
+                raise ExperimentError(f"{model_dir} holds a {kind} trained with {k}={got!r}, "
+                                      f"the recipe asks {v!r}; move it away to retrain")
+    else:
+        logging.info("Training the recipe's %s into %s (%s)", kind, model_dir, settings)
+        if kind == "vae":
+            train_vae(VAEConfig(**common, **settings), verbose=False)
+        elif kind == "glow":
+            train_glow(GlowConfig(**common, **settings), verbose=False)
+        else:
+            raise ExperimentError(f"unknown generative model kind {kind!r}; expected vae|glow")
+    model, meta = model_dir_lib.load(model_dir, expect={"kind": kind, "dataset": dataset})
+    q_path = os.path.join(model_dir, "quality.json")
+    quality = model_dir_lib.read_json(q_path)
+    if quality is None:
+        _, x_test, _ = training_images(dataset, data_dir, tfds_download)
+        quality = generative_quality.evaluate(model, kind, x_test, seed=seed)
+        model_dir_lib.write_json(q_path, quality)
+    training = meta.get("training", {})
+    return {"kind": kind, "dir": model_dir, "settings": dict(settings),
+            "architecture": meta["architecture"], "training_steps": training.get("steps"),
+            "training_minutes": round(training.get("seconds", 0.0) / 60, 2),
+            "quality": quality}
+
+
+def _run_one(cfg, name: str, earlier: Optional[dict]) -> dict:
+    """Trains (or resumes, or re-evaluates) one run; returns its table entry."""
+    wall, cpu = time.time(), time.process_time()
+    try:
+        res = run_lib.train_and_evaluate(cfg, verbose=0)
+    except user_errors() as e:
+        raise ExperimentError(f"{name} (seed {cfg.seed}, dataset_seed {cfg.dataset_seed}): "
+                              f"{e}") from None
+    wall, cpu = time.time() - wall, time.process_time() - cpu
+    fit_s = res["train_seconds_this_session"]
+    # Collapsed at the end of the run (a run that collapsed and recovered is not counted).
+    collapsed = res.get("collapse", {}).get("final") is not None
+    if fit_s == 0 and earlier and earlier["num_iterations"] == res["num_iterations"]:
+        # Finished in an earlier session: nothing trained now, keep its times.
+        return dict(earlier, test_error=round(res["test_error"], 2), collapsed=collapsed)
+    gen_meta = os.path.join(cfg.log_dir, "generative", model_dir_lib.META)
+    gen_min = None
+    if os.path.isfile(gen_meta):
+        gen_min = round(model_dir_lib.read_json(gen_meta)["training"]["seconds"] / 60, 2)
+    if fit_s == 0:  # finished before, no earlier entry: only its training time is known
+        wall = cpu = None
+        fit_s = res.get("train_seconds_total", 0.0)
+    return {"seed": cfg.seed, "dataset_seed": cfg.dataset_seed,
+            "test_error": round(res["test_error"], 2), "collapsed": collapsed,
+            "num_iterations": res["num_iterations"],
+            "wall_minutes": None if wall is None else round(wall / 60, 2),
+            "cpu_minutes": None if cpu is None else round(cpu / 60, 2),
+            "ms_per_step": round(1000 * fit_s / max(1, cfg.num_iterations), 1) if fit_s else None,
+            "generative_minutes": gen_min}
+
+
+def _robustness(out_dir, rows, attack, single, num_examples, embedding):
+    """Accuracy-under-attack curves of the tabulated variants (robustness_<attack>.*).
+
+    With several seeds, each variant's first run (lowest dataset_seed, seed) is attacked.
+    """
+    dirs = [run_dir(out_dir, r["variant"], r["runs"][0]["seed"], r["runs"][0]["dataset_seed"],
+                    single) for r in rows]
+    try:
+        curves = robustness.evaluate_runs(
+            dirs, attack, robustness.DEFAULT_EPSILONS[attack], out_dir, num_examples,
+            embedding, labels=[r["variant"] for r in rows])
+    except user_errors() as e:
+        raise ExperimentError(f"--robustness={attack}: {e}") from None
+    return {v: {"epsilons": c["epsilons"], "accuracy": [round(100 * a, 2) for a in c["accuracy"]],
+                "num_examples": c["num_examples"]} for v, c in curves.items()}
+
+
+def render_robustness_table(attack: str, curves: dict) -> str:
+    if not curves:
+        return ""
+    eps = next(iter(curves.values()))["epsilons"]
+    n = next(iter(curves.values()))["num_examples"]
+    kind = "FGSM (L-inf)" if attack == "fgsm" else "L2 fast gradient"
+    out = (f"\nTest accuracy % under {kind} attack, {n} test images, epsilon in input space\n\n"
+           "| variant | " + " | ".join(f"{e:g}" for e in eps) + " |\n"
+           "|---|" + "---|" * len(eps) + "\n")
+    for v, c in curves.items():
+        out += f"| {v} | " + " | ".join(f"{a:.2f}" for a in c["accuracy"]) + " |\n"
+    return out
+
+
+def render_generative_table(models: Dict[str, dict]) -> str:
+    """The shared generative models of a recipe: settings, training time and quality."""
+    if not models:
+        return ""
+    out = ("\nGenerative models (trained once, shared by every LVAT variant; quality on "
+           "1,000 test images)\n\n| kind | architecture | training steps | wall min | "
+           "||x - Dec(Enc(x))||_2 mean (median, p90) | VAE rec. nats/image or Glow bits/dim | "
+           "latent ||z|| mean (dims, std/dim) |\n" + "|---" * 7 + "|\n")
+    for kind, m in models.items():
+        q = m["quality"]
+        r, lat = q["reconstruction_l2"], q["latent_norm"]
+        fit = q.get("vae_reconstruction_nats", q.get("glow_bits_per_dim"))
+        arch = ", ".join(f"{k} {v}" for k, v in sorted(m["architecture"].items())
+                         if k != "init_seed")
+        out += (f"| {kind} | {arch} | {m['training_steps']} | {m['training_minutes']:.1f} | "
+                f"{r['mean']:.2f} ({r['median']:.2f}, {r['p90']:.2f}) | {fit:.3f} | "
+                f"{lat['mean']:.2f} ({q['latent_dim']}, {q['latent_std_per_dim']:.3f}) |\n")
+    return out
+
+
+def _write_summary(out_dir, recipe, base, grid, runs, configs, models, robust):
+    """Rows in the recipe's order, the Markdown table and summary.json, written atomically.
+
+    Written after every run, so that an interrupted experiment leaves its table.
+    """
+    rows = []
+    for name, _ in recipe.variants:
+        if runs[name]:
+            spec = configs[name]
+            rows.append(make_row(name, spec.method, spec.power_iteration, spec.epsilon,
+                                 list(runs[name].values())))
+    table = render_table(recipe.description, rows) + render_generative_table(models)
+    for attack, curves in robust.items():
+        table += render_robustness_table(attack, curves)
+    summary = {"recipe": recipe.name, "base": base, "seed_grid": grid, "rows": rows,
+               "generative": models, "robustness": robust}
+    os.makedirs(out_dir, exist_ok=True)
+    write_text_atomic(os.path.join(out_dir, "summary.md"), table)
+    write_text_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2))
+    for row in rows:
+        logging.info("%s: %s", row["variant"], {k: v for k, v in row.items() if k != "runs"})
+    return table, summary
+
+
+def run_recipe(recipe, output_dir: str, variants: Optional[Sequence[str]] = None,
+               overrides: Optional[dict] = None, num_seeds: int = 1,
+               dataset_seeds: Optional[Sequence[int]] = None, data_dir: Optional[str] = None,
+               attacks: Optional[Sequence[str]] = None, robustness_examples: int = 0
+               ) -> Tuple[str, dict]:
+    """Runs a recipe's variants over the seed grid on one budget and tabulates them.
+
+    Every run resumes from its checkpoints; rows of variants not run now are
+    kept from an earlier summary of the same budget. The recipe's generative
+    models (``recipe.generative``) are trained once into
+    ``<output_dir>/<recipe>/generative/<kind>`` and given to every LVAT variant.
+
+    Args:
+      recipe: a :class:`lvat_tf.recipes.Recipe`.
+      output_dir: runs go to ``<output_dir>/<recipe.name>/<variant>[/seed<S>-data<D>]``.
+      variants: names to run now (default: all).
+      overrides: base fields to override (num_epochs, epoch_decay_start, ...).
+      num_seeds / dataset_seeds: the seed grid (:func:`seed_grid`).
+      data_dir: the dataset directory (default: the recipe's).
+      attacks: robustness attacks to evaluate finished variants with (default:
+        the recipe's).
+      robustness_examples: test examples per attack evaluation (0 = all).
+
+    Returns:
+      (Markdown table, summary dict); both are also written as
+      summary.md / summary.json in ``<output_dir>/<recipe.name>``.
+
+    Raises:
+      ExperimentError (or another of :func:`user_errors`): one line.
+    """
+    names = [n for n, _ in recipe.variants]
+    chosen = list(variants) if variants else names
+    unknown = [v for v in chosen if v not in names]
+    if unknown:
+        raise ExperimentError(f"--variants: unknown variant {unknown[0]!r}; expected some of "
+                              + ",".join(names))
+    base = dict(recipe.base, **(overrides or {}))
+    if data_dir:
+        base["data_dir"] = data_dir
+    try:
+        grid = seed_grid(base.get("seed", 1), base.get("dataset_seed", 1), num_seeds,
+                         dataset_seeds)
+    except ValueError as e:
+        raise ExperimentError(f"--seeds/--dataset_seeds: {e}") from None
+    attacks = list(recipe.robustness if attacks is None else attacks)
+    if any(a not in robustness.ATTACKS for a in attacks):
+        raise ExperimentError(f"--robustness: expected some of {','.join(robustness.ATTACKS)} "
+                              f"or none, got {','.join(attacks)}")
+    single = len(grid) == 1 and grid[0] == (base.get("seed", 1), base.get("dataset_seed", 1))
+    out_dir = os.path.join(output_dir, recipe.name)
+    summary_path = os.path.join(out_dir, "summary.json")
+    old = earlier_runs(summary_path, base)
+    if os.path.isfile(summary_path) and not old:
+        logging.warning("%s was written for another budget; its rows are not kept", summary_path)
+    configs = {name: make_config(**dict(base, **ov, log_dir="x")) for name, ov in recipe.variants}
+    models = {}
+
+    def generative_dir(kind):
+        # Trained (or checked) when the first variant that needs it runs.
+        if kind not in models:
+            models[kind] = prepare_generative(
+                kind, base["dataset"], base.get("data_dir"), recipe.generative[kind],
+                os.path.join(out_dir, "generative", kind), base.get("seed", 1),
+                base.get("tfds_download", True))
+        return models[kind]["dir"]
+
+    runs = {name: dict(old.get(name, {})) for name in names}
+    # Seed-major: every chosen variant of the first seed before the second seed,
+    # so that an interrupted experiment holds complete comparisons.
+    for seed, dseed in grid:
+        for name, ov in recipe.variants:
+            if name not in chosen:
+                continue
+            kind = methods.get_method(configs[name].method).generative
+            extra = ({"generative_model_dir": generative_dir(kind)}
+                     if kind in recipe.generative else {})
+            cfg = make_config(**dict(base, **ov, **extra, seed=seed, dataset_seed=dseed,
+                                     log_dir=run_dir(out_dir, name, seed, dseed, single)))
+            runs[name][(seed, dseed)] = _run_one(cfg, name, runs[name].get((seed, dseed)))
+            _write_summary(out_dir, recipe, base, grid, runs, configs, models, {})
+    for kind in recipe.generative:  # report models trained in earlier sessions too
+        if kind not in models and os.path.isfile(
+                os.path.join(out_dir, "generative", kind, model_dir_lib.META)):
+            generative_dir(kind)
+    table, summary = _write_summary(out_dir, recipe, base, grid, runs, configs, models, {})
+    if attacks:
+        robust = {}
+        for i, attack in enumerate(attacks):
+            robust[attack] = _robustness(out_dir, summary["rows"], attack, single,
+                                         robustness_examples, embedding=(
+                                             i == 0 and base.get("model") == "lenet_pp"))
+        table, summary = _write_summary(out_dir, recipe, base, grid, runs, configs, models,
+                                        robust)
+    return table, summary

@@ -9,15 +9,9 @@ if _ROOT not in sys.path:  # run from a checkout without `pip install -e .`
 
 def user_errors():
     """The exception types that end a script with a one-line message, exit 1."""
-    from lvat_tf.checkpointing import CheckpointError
-    from lvat_tf.config import ConfigError
-    from lvat_tf.data import DataError
-    from lvat_tf.generative.model_dir import GenerativeModelError
-    from lvat_tf.training.distribute import DistributionError
-    from lvat_tf.training.run import RunDirError, TrainingDiverged
+    from lvat_tf.experiments import user_errors as library_user_errors
 
-    return (ConfigError, DataError, RunDirError, TrainingDiverged, GenerativeModelError,
-            DistributionError, CheckpointError)
+    return library_user_errors()
 
 
 def fail(message: str) -> None:

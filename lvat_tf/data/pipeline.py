@@ -74,7 +74,7 @@ def load_ssl_data(cfg, preprocessor: Optional[Preprocessor] = None) -> SSLData:
         raise DataError(f"--num_labeled_examples={cfg.num_labeled_examples}: {e} "
                         f"({cfg.dataset} has {len(y_tr)} training images)") from None
     if preprocessor is None:
-        preprocessor = make_preprocessor(spec, cfg.method, x_tr)
+        preprocessor = make_preprocessor(spec, cfg.method, x_tr, cfg.zca)
     x_all = preprocessor(x_tr)
     x_test = preprocessor(x_te)
     if cfg.validation:
@@ -89,13 +89,19 @@ def load_ssl_data(cfg, preprocessor: Optional[Preprocessor] = None) -> SSLData:
                    x_eval, y_eval, x_test, y_te)
 
 
-def make_preprocessor(spec, method_name: str, x_train: Optional[np.ndarray] = None
-                      ) -> Preprocessor:
+def make_preprocessor(spec, method_name: str, x_train: Optional[np.ndarray] = None,
+                      zca: bool = True) -> Preprocessor:
     """The input transform of a run: the method's scaling, LVAT's padding, CIFAR-10's ZCA.
 
     Only vat_tf's CIFAR-10 preprocessing (ZCA) depends on the data; every
     other transform is fixed by the dataset and the method, so ``x_train`` may
     be None for them (checkpoint conversion without the data).
+
+    Args:
+      spec: the dataset's DatasetSpec.
+      method_name: the run's --method (its input scaling and padding).
+      x_train: (N, H, W, C) uint8 training images, or None.
+      zca: False = no ZCA even where vat_tf whitens (--nozca).
 
     Raises:
       DataError: ZCA is needed and ``x_train`` is None.
@@ -104,19 +110,20 @@ def make_preprocessor(spec, method_name: str, x_train: Optional[np.ndarray] = No
 
     method = methods.get_method(method_name)
     pad = 32 if method.generative and max(spec.image_shape[:2]) < 32 else None
-    if needs_fitted_preprocessing(spec, method_name) and x_train is None:
+    fitted = needs_fitted_preprocessing(spec, method_name, zca)
+    if fitted and x_train is None:
         raise DataError(f"--data_dir: {spec.name}'s ZCA whitening is fitted on the training "
                         "images; give --data_dir or --preprocessing_from")
-    if x_train is None:
+    if not fitted:
         return Preprocessor(scaling=method.input_scaling, pad_to=pad)
-    return Preprocessor.fit(x_train, spec.zca, method.input_scaling, pad)
+    return Preprocessor.fit(x_train, True, method.input_scaling, pad)
 
 
-def needs_fitted_preprocessing(spec, method_name: str) -> bool:
-    """Whether the run's transform is fitted on data (vat_tf's CIFAR-10 ZCA)."""
+def needs_fitted_preprocessing(spec, method_name: str, zca: bool = True) -> bool:
+    """Whether the run's transform is fitted on data (vat_tf's CIFAR-10 ZCA, unless --nozca)."""
     from lvat_tf.regularizers import methods
 
-    return bool(spec.zca) and methods.get_method(method_name).input_scaling == "vat"
+    return zca and bool(spec.zca) and methods.get_method(method_name).input_scaling == "vat"
 
 
 def model_input_shape(spec, preprocessor: Preprocessor):

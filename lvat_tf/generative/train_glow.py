@@ -30,7 +30,7 @@ from lvat_tf.config import ConfigError
 from lvat_tf.data import pipeline
 from lvat_tf.generative import trainer
 from lvat_tf.generative.glow import Glow
-from lvat_tf.generative.train_vae import _data, reconstruction_grid
+from lvat_tf.generative.train_vae import reconstruction_grid, training_images
 
 L2_WEIGHT = 1e-5
 #: Sampling temperature of samples.png (Glow paper practice; upstream sampled at 1.0).
@@ -110,7 +110,7 @@ def train_glow(cfg: GlowConfig, verbose: bool = True):
     GenerativeModelError and writes nothing.
     """
     keras.utils.set_random_seed(cfg.seed)
-    x_all, x_test, prep = _data(cfg)
+    x_all, x_test, prep = training_images(cfg.dataset, cfg.data_dir, cfg.tfds_download)
     shape = x_all.shape[1:]
     glow = Glow(image_shape=shape, num_levels=cfg.num_levels, num_steps=cfg.flow_steps,
                 width=cfg.width, num_bits=cfg.num_bits, init_seed=cfg.seed)

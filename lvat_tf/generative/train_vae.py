@@ -61,10 +61,14 @@ def lr_at_epoch(epoch: int, lr0: float) -> float:
     return lr0 * 0.97 ** max(0, (e - 2) // 2) if e > 2 else lr0
 
 
-def _data(cfg):
-    """(train images, 1000 test images, preprocessor): [0, 1], padded to 32x32 when smaller."""
-    spec = registry.get_spec(cfg.dataset)
-    x_tr, _, x_te, _ = registry.load_arrays(spec, cfg.data_dir, cfg.tfds_download)
+def training_images(dataset, data_dir, tfds_download=True):
+    """(train images, 1000 test images, preprocessor) of a generative model.
+
+    Images in [0, 1] (LVAT's scaling), zero-padded to 32x32 when smaller; shared
+    by the VAE and Glow trainers and the quality report (lvat_tf.experiments).
+    """
+    spec = registry.get_spec(dataset)
+    x_tr, _, x_te, _ = registry.load_arrays(spec, data_dir, tfds_download)
     pad = 32 if max(spec.image_shape[:2]) < 32 else None
     prep = Preprocessor(scaling="unit", pad_to=pad)
     return prep(x_tr), prep(x_te[:1000]), prep
@@ -83,7 +87,7 @@ def train_vae(cfg: VAEConfig, verbose: bool = True):
     off; a diverged run raises GenerativeModelError and writes nothing.
     """
     keras.utils.set_random_seed(cfg.seed)
-    x_all, x_test, prep = _data(cfg)
+    x_all, x_test, prep = training_images(cfg.dataset, cfg.data_dir, cfg.tfds_download)
     shape = x_all.shape[1:]
     vae = VAE(cfg.latent_dim, shape[-1], cfg.widths)
     vae(tf.zeros((1,) + shape))

@@ -51,6 +51,13 @@ def _mlp(hidden, name):
 
 # vat_tf cnn.py, LVAT Table 1.
 register("conv_large")(_conv(((128,) * 3, (256,) * 3), (512, 256, 128), "conv_large"))
+# Conv-Large's layer structure (LVAT Table 1: 3x3 / 3x3 / 3x3, pool, dropout,
+# 3x3 x3, pool, dropout, 3x3 valid, 1x1, 1x1, GAP; BN and lrelu 0.1 everywhere)
+# at a half and a quarter of its widths: the CPU-scale CIFAR-10 recipe
+# (recipes.py cifar10_4k; a quarter costs about 1/16 of Conv-Large's FLOPs).
+register("conv_large_half")(_conv(((64,) * 3, (128,) * 3), (256, 128, 64), "conv_large_half"))
+register("conv_large_quarter")(_conv(((32,) * 3, (64,) * 3), (128, 64, 32),
+                                     "conv_large_quarter"))
 # VAT paper (Miyato et al., TPAMI 2018), Table 6, CIFAR-10 variant: 96x3 / 192x3 /
 # 192 valid / 192 1x1 / 192 1x1, GAP, dense 192->10. Our reading, see README.
 register("conv_small")(_conv(((96,) * 3, (192,) * 3), (192, 192, 192), "conv_small"))

@@ -124,11 +124,11 @@ def convert(checkpoint: str, upstream: str, dataset: str, log_dir: str, data_dir
         if not os.path.exists(preprocessing_from):
             raise config_lib.ConfigError("preprocessing_from", f"{preprocessing_from} does not "
                                          "exist")
-        if not pipeline.needs_fitted_preprocessing(spec, cfg.method):
+        if not pipeline.needs_fitted_preprocessing(spec, cfg.method, cfg.zca):
             raise config_lib.ConfigError("preprocessing_from", f"{cfg.dataset} with "
                                          f"{cfg.method} uses no fitted (ZCA) preprocessing")
         prep = Preprocessor.from_file(preprocessing_from, spec.image_shape)
-    elif pipeline.needs_fitted_preprocessing(spec, cfg.method):
+    elif pipeline.needs_fitted_preprocessing(spec, cfg.method, cfg.zca):
         if not data_dir:
             raise config_lib.ConfigError("data_dir", f"{cfg.dataset}'s ZCA whitening is fitted "
                                          "on the training images: give --data_dir, or "
@@ -136,7 +136,7 @@ def convert(checkpoint: str, upstream: str, dataset: str, log_dir: str, data_dir
                                          "upstream's mean/components)")
         prep = pipeline.load_ssl_data(cfg).preprocessor
     else:
-        prep = pipeline.make_preprocessor(spec, cfg.method)  # needs no data
+        prep = pipeline.make_preprocessor(spec, cfg.method, zca=cfg.zca)  # needs no data
     data = _Data(spec, prep, pipeline.model_input_shape(spec, prep))
     clf = run.build_classifier(cfg, data.spec, data.image_shape)
     try:
