@@ -20,8 +20,12 @@ from typing import Dict, List
 import numpy as np
 import tensorflow as tf
 
+from lvat_tf.generative import model_dir as model_dir_lib
 from lvat_tf.regularizers import methods
+from lvat_tf.regularizers.lvat import lvat_glow_perturbation, lvat_vae_perturbation
 from lvat_tf.regularizers.mat import per_sample_kl
+from lvat_tf.regularizers.vat import virtual_adversarial_perturbation
+from lvat_tf.trained import load_trained_classifier
 
 
 def _plt():
@@ -39,12 +43,7 @@ def run_perturbations(log_dir: str, num_examples: int = 500, seed: int = 0) -> d
       ``cost`` (N,) per-example KL, ``dist`` (N,) ||x - x_adv||, and for LVAT
       ``x_rec`` and ``rec_err`` (N,); ``display_offset`` maps inputs to [0, 1].
     """
-    from lvat_tf.generative import model_dir as model_dir_lib
-    from lvat_tf.regularizers.lvat import lvat_glow_perturbation, lvat_vae_perturbation
-    from lvat_tf.regularizers.vat import virtual_adversarial_perturbation
-    from lvat_tf.training import run
-
-    cfg, clf, data, _ = run.load_trained_classifier(log_dir)
+    cfg, clf, data, _ = load_trained_classifier(log_dir)
     x = tf.constant(data.x_eval[:num_examples])
     spec = methods.get_method(cfg.method)
 

@@ -15,6 +15,11 @@ from lvat_tf.models import registry as model_registry
 from lvat_tf.regularizers import methods
 from lvat_tf.training.model import SSLModel
 from lvat_tf.training.optimizer import UpstreamAdam
+from lvat_tf.generative import model_dir as model_dir_lib
+from lvat_tf.config import glow_defaults
+from lvat_tf.training.run import mixed_precision_policy
+from lvat_tf.regularizers.power_iteration import power_iteration
+from lvat_tf.training.run import dtype_policy
 
 
 def matmul_peak_gflops(n=2048, repeats=10, dtype=tf.float32):
@@ -94,8 +99,6 @@ def step_flops(concrete_fn):
 
 def build_generative(kind, image_shape, arch=None):
     """An untrained generative model (step time does not depend on training)."""
-    from lvat_tf.generative import model_dir as model_dir_lib
-    from lvat_tf.config import glow_defaults
     if kind == "vae":
         arch = dict({"latent_dim": 128, "widths": [128, 256, 512]}, **(arch or {}))
     else:
@@ -111,7 +114,6 @@ def build_generative(kind, image_shape, arch=None):
 def benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, steps=10, warmup=2,
                      generative_arch=None, **overrides):
     """See :func:`_benchmark_method`; under ``mixed_precision=True`` the classifier is bfloat16."""
-    from lvat_tf.training.run import mixed_precision_policy
     kind = methods.get_method(method).generative
     gen = None
     if kind:  # the generative model stays float32, as in training
@@ -198,8 +200,6 @@ def direction_cosines(model_name, dataset, batch_size=32, xi=1e-6, seed=0, data=
     Returns:
       {variant: {"mean": mean cosine, "min": min cosine}} over the batch.
     """
-    from lvat_tf.regularizers.power_iteration import power_iteration
-    from lvat_tf.training.run import dtype_policy
 
     spec = data_registry.get_spec(dataset)
     cfg = make_config(dataset=dataset, model=model_name, method="vat")

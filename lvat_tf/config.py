@@ -17,88 +17,21 @@ from typing import Any, Mapping
 from absl import logging
 
 
-class ConfigError(ValueError):
-    """A user-facing configuration error; ``str(e)`` is a one-line message."""
-
-    def __init__(self, flag: str, message: str):
-        self.flag = flag
-        super().__init__(f"--{flag}: {message}")
+from lvat_tf.data import registry as data_registry
+from lvat_tf.distribute import STRATEGIES
+from lvat_tf.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
+from lvat_tf.models import registry as model_registry
+from lvat_tf.regularizers import methods
+from lvat_tf.regularizers.mat import COVARIANCES, SMOOTHNESS
 
 
 # ----------------------------------------------------------------------------
-# Defaults that depend on the dataset and/or the method.
+# Defaults that depend on the dataset live on its DatasetSpec
+# (lvat_tf.data.registry.DatasetDefaults), those that depend on the method on
+# its MethodSpec (lvat_tf.regularizers.methods); make_config applies them.
 # ----------------------------------------------------------------------------
 
-#: Labeled-example counts: vat_tf's cifar10.py (4000) and svhn.py (1000); the
-#: VAT paper's MNIST-100 setting for mnist/fashion_mnist; 100 (10 per class)
-#: for the embedded sklearn digits.
-NUM_LABELED_DEFAULTS = {
-    "cifar10": 4000, "svhn": 1000, "mnist": 100, "fashion_mnist": 100,
-    "digits": 100, "synthetic": 20,
-}
-
-#: vat_tf's ``data_dir`` defaults (cifar10.py, svhn.py) and the same pattern
-#: for the datasets upstream did not have. ``digits`` is embedded (no files).
-DATA_DIR_DEFAULTS = {
-    "cifar10": "/tmp/cifar10", "svhn": "/tmp/svhn", "mnist": "/tmp/mnist",
-    "fashion_mnist": "/tmp/fashion_mnist", "digits": None, "synthetic": None,
-}
-
-#: Default classifier per dataset (upstream had only Conv-Large).
-MODEL_DEFAULTS = {
-    "cifar10": "conv_large", "svhn": "conv_large", "mnist": "mlp",
-    "fashion_mnist": "mlp", "digits": "mlp", "synthetic": "tiny_cnn",
-}
-
-#: epsilon for input-space VAT, keyed by (dataset, augmented). CIFAR-10 and
-#: SVHN come from the vat_tf README commands (= VAT/LVAT papers); MNIST 5.0 is
-#: the VAT authors' MNIST-100 recipe; fashion_mnist reuses it (no published
-#: value); digits (8x8 = 64 dims) scales MNIST's per-pixel budget,
-#: 5.0 * sqrt(64 / 784) ~= 1.5. Unknown cases fall back to vat_tf's flag
-#: default 8.0.
-VAT_EPSILON = {
-    ("cifar10", False): 10.0, ("cifar10", True): 8.0,
-    ("svhn", False): 2.5, ("svhn", True): 3.5,
-    ("mnist", False): 5.0, ("mnist", True): 5.0,
-    ("fashion_mnist", False): 5.0, ("fashion_mnist", True): 5.0,
-    ("digits", False): 1.5, ("digits", True): 1.5,
-}
-VAT_EPSILON_FLAG_DEFAULT = 8.0  # vat_tf vat.py
-
-#: Methods whose epsilon comes from the VAT table.
-_INPUT_SPACE_METHODS = ("vat", "vatent")
-
-#: The Glow that train_glow.py (and train.py, when an LVAT-Glow run gets no
-#: --generative_model_dir) trains: upstream's layout (L=3, K=22, width 128)
-#: and schedule (train_steps 0 = upstream's 15,601/25,601 steps) for
-#: SVHN/CIFAR-10; smaller flows and budgets measured to fit a 2-core CPU for
-#: the small datasets (README, "Measured results").
-GLOW_DEFAULTS = {
-    "svhn": dict(num_levels=3, num_steps=22, width=128, train_steps=0),
-    "cifar10": dict(num_levels=3, num_steps=22, width=128, train_steps=0),
-    "mnist": dict(num_levels=3, num_steps=4, width=32, train_steps=1500),
-    "fashion_mnist": dict(num_levels=3, num_steps=4, width=32, train_steps=1500),
-    "digits": dict(num_levels=3, num_steps=4, width=32, train_steps=300),
-    "synthetic": dict(num_levels=2, num_steps=2, width=8, train_steps=8),
-}
-
-
-def glow_defaults(dataset: str) -> dict:
-    """Glow layout and training steps for a dataset (GLOW_DEFAULTS; upstream's otherwise)."""
-    return dict(GLOW_DEFAULTS.get(dataset, GLOW_DEFAULTS["cifar10"]))
-
-
-#: Training budget (num_epochs, epoch_decay_start, num_iter_per_epoch) for the
-#: datasets upstream did not have, applied when the flags are not given
-#: (upstream's 120 / 80 / 400 elsewhere). digits: 5 x 300 = 1,500 updates, so
-#: that the bare ``train.py --dataset=digits --method=M`` ends within about 10
-#: minutes on 2 CPU cores for every method, generative-model training included
-#: (estimated from measured step times; slowest: LVAT-Glow, 165 s of Glow training
-#: + 1,500 x 250 ms, README "Offline use"); no decay phase, which raised the
-#: MNIST-100 error in both the port and the minimal instrument (README).
-BUDGET_DEFAULTS = {
-    "digits": dict(num_epochs=5, epoch_decay_start=5, num_iter_per_epoch=300),
-}
+#: The budget flags a dataset may set its own defaults for.
 BUDGET_FIELDS = ("num_epochs", "epoch_decay_start", "num_iter_per_epoch")
 
 #: eval_batch_size: vat_tf train_semisup.py 100, vat_tf test.py 500.
@@ -106,18 +39,10 @@ EVAL_BATCH_SIZE_DEFAULTS = {"train": 100, "test": 500}
 
 POWER_ITERATION_MODES = ("finite_difference", "exact")
 
-#: Epochs of the VAE that train.py trains when an LVAT-VAE run gets no
-#: --generative_model_dir: the paper's 300 for SVHN/CIFAR-10, scaled budgets
-#: for the small datasets (MNIST ~15 CPU-minutes, digits ~1 minute).
-VAE_EPOCHS_DEFAULTS = {"svhn": 300, "cifar10": 300, "mnist": 10, "fashion_mnist": 10,
-                       "digits": 30, "synthetic": 2}
 
-#: Encoder widths of that VAE: LVAT Table 2 (128-256-512) for SVHN/CIFAR-10;
-#: a quarter of it on the small grey-scale sets, so that LVAT-VAE runs on a
-#: 2-core CPU (README, "Measured results").
-VAE_WIDTHS_DEFAULTS = {"svhn": (128, 256, 512), "cifar10": (128, 256, 512),
-                       "mnist": (32, 64, 128), "fashion_mnist": (32, 64, 128),
-                       "digits": (32, 64, 128), "synthetic": (8, 16, 32)}
+def glow_defaults(dataset: str) -> dict:
+    """Glow layout and training steps train.py uses for a dataset (its DatasetDefaults)."""
+    return data_registry.get_spec(dataset).defaults.glow_layout()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,15 +142,17 @@ class Config:
 
 
 def default_epsilon(method: str, dataset: str, augmented: bool) -> float:
-    """The per-method, per-dataset epsilon upstream/papers use."""
-    from lvat_tf.regularizers import methods  # local: avoid an import cycle
+    """The per-method, per-dataset epsilon upstream/papers use.
 
+    A method with its own epsilon table (LVAT, MAT) answers first; otherwise
+    the dataset's input-space value (DatasetDefaults.vat_epsilon).
+    """
     spec = methods.get_method(method)
     if spec.epsilon_defaults is not None:
         eps = spec.epsilon_defaults(dataset, augmented)
         if eps is not None:
             return eps
-    return VAT_EPSILON.get((dataset, augmented), VAT_EPSILON_FLAG_DEFAULT)
+    return data_registry.get_spec(dataset).defaults.vat_epsilon[int(bool(augmented))]
 
 
 def make_config(script: str = "train", **values) -> Config:
@@ -242,10 +169,6 @@ def make_config(script: str = "train", **values) -> Config:
     Raises:
       ConfigError: naming the offending flag.
     """
-    from lvat_tf.data import registry as data_registry
-    from lvat_tf.models import registry as model_registry
-    from lvat_tf.regularizers import methods
-
     known = {f.name for f in dataclasses.fields(Config)}
     for k in values:
         if k not in known:
@@ -261,26 +184,27 @@ def make_config(script: str = "train", **values) -> Config:
                           + "|".join(methods.names()))
     resolved = {}
     augmented = cfg.aug_trans or cfg.aug_flip
+    ds = data_registry.get_spec(cfg.dataset).defaults
     if cfg.num_labeled_examples is None:
-        resolved["num_labeled_examples"] = NUM_LABELED_DEFAULTS[cfg.dataset]
-    if cfg.data_dir is None and DATA_DIR_DEFAULTS.get(cfg.dataset):
-        resolved["data_dir"] = DATA_DIR_DEFAULTS[cfg.dataset]
+        resolved["num_labeled_examples"] = ds.num_labeled
+    if cfg.data_dir is None and ds.data_dir:
+        resolved["data_dir"] = ds.data_dir
     if cfg.model is None:
-        resolved["model"] = MODEL_DEFAULTS[cfg.dataset]
+        resolved["model"] = ds.model
     if cfg.epsilon is None:
         resolved["epsilon"] = default_epsilon(cfg.method, cfg.dataset, augmented)
     if cfg.vae_num_epochs is None:
-        resolved["vae_num_epochs"] = VAE_EPOCHS_DEFAULTS.get(cfg.dataset, 10)
+        resolved["vae_num_epochs"] = ds.vae_epochs
     if cfg.mat_lambda1 is None:
-        from lvat_tf.regularizers.methods import MAT_LAMBDA1
-        resolved["mat_lambda1"] = MAT_LAMBDA1.get(cfg.dataset, 0.1)
+        resolved["mat_lambda1"] = methods.MAT_LAMBDA1.get(cfg.dataset, 0.1)
     if cfg.glow_train_steps is None:
-        resolved["glow_train_steps"] = glow_defaults(cfg.dataset)["train_steps"]
+        resolved["glow_train_steps"] = ds.glow_layout()["train_steps"]
     if cfg.eval_batch_size is None:
         resolved["eval_batch_size"] = EVAL_BATCH_SIZE_DEFAULTS.get(script, 100)
+    budget = ds.budget_fields()
     for k in BUDGET_FIELDS:
-        if values.get(k) is None and k in BUDGET_DEFAULTS.get(cfg.dataset, {}):
-            resolved[k] = BUDGET_DEFAULTS[cfg.dataset][k]
+        if values.get(k) is None and k in budget:
+            resolved[k] = budget[k]
     forced = {}
     if cfg.mixed_precision and cfg.power_iteration == "finite_difference":
         # xi * d (xi = 1e-6) vanishes in bfloat16: the direction would be noise.
@@ -291,7 +215,7 @@ def make_config(script: str = "train", **values) -> Config:
         logging.info("Default for --%s (dataset=%s, method=%s): %s", k, cfg.dataset,
                      cfg.method, v)
     cfg = cfg.replace(**resolved, **forced)
-    validate(cfg, data_registry, model_registry)
+    validate(cfg)
     return cfg
 
 
@@ -302,7 +226,7 @@ def _positive(cfg, name, allow_zero=False):
                           f" value, got {v}")
 
 
-def validate(cfg: Config, data_registry, model_registry) -> None:
+def validate(cfg: Config) -> None:
     """Checks every field; raises ConfigError naming the first bad flag."""
     if cfg.model not in model_registry.names():
         raise ConfigError("model", f"unknown model {cfg.model!r}; expected one of "
@@ -313,7 +237,6 @@ def validate(cfg: Config, data_registry, model_registry) -> None:
         _positive(cfg, name)
     for name in ("epsilon", "num_valid_examples", "finetune_iter", "epoch_decay_start"):
         _positive(cfg, name, allow_zero=True)
-    from lvat_tf.training.distribute import STRATEGIES
     if cfg.distribution_strategy not in STRATEGIES:
         raise ConfigError("distribution_strategy", f"expected one of {'|'.join(STRATEGIES)}, "
                           f"got {cfg.distribution_strategy!r}")
@@ -358,7 +281,6 @@ def validate(cfg: Config, data_registry, model_registry) -> None:
         if cfg.num_labeled_examples + cfg.num_valid_examples > spec.num_train:
             raise ConfigError("num_valid_examples", "labeled + validation examples exceed the "
                               "training set")
-    from lvat_tf.regularizers.mat import COVARIANCES, SMOOTHNESS
     if cfg.mat_covariance not in COVARIANCES:
         raise ConfigError("mat_covariance", f"expected one of {'|'.join(COVARIANCES)}, got "
                           f"{cfg.mat_covariance!r}")

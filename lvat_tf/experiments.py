@@ -28,7 +28,7 @@ from lvat_tf.generative.train_glow import GlowConfig, train_glow
 from lvat_tf.generative.train_vae import VAEConfig, train_vae, training_images
 from lvat_tf.regularizers import methods
 from lvat_tf.training import run as run_lib
-from lvat_tf.training.distribute import DistributionError
+from lvat_tf.distribute import DistributionError
 from lvat_tf.training.run import RunDirError, TrainingDiverged
 
 

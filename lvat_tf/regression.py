@@ -19,6 +19,9 @@ import os
 from typing import List, Optional
 
 from lvat_tf import config as config_lib
+from lvat_tf.data.preprocessing import Preprocessor
+from lvat_tf.data import registry
+from lvat_tf.regularizers import methods
 
 TABLE = os.path.join(os.path.dirname(__file__), "resources", "published_numbers.json")
 STD_FLOOR = 0.2
@@ -32,7 +35,6 @@ def load_table(path: str = TABLE) -> List[dict]:
 
 def run_facts(log_dir: str) -> dict:
     """What a finished run is: config + results.json, in the table's terms."""
-    from lvat_tf.data.preprocessing import Preprocessor
 
     cfg = config_lib.load_config(log_dir)
     res_path = os.path.join(log_dir, "results.json")
@@ -48,8 +50,6 @@ def run_facts(log_dir: str) -> dict:
 
 def config_facts(cfg, zca: Optional[bool] = None) -> dict:
     """A config in the table's terms; ``zca`` defaults to what training would fit."""
-    from lvat_tf.data import registry
-    from lvat_tf.regularizers import methods
 
     spec = registry.get_spec(cfg.dataset)
     if zca is None:

@@ -15,8 +15,10 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from lvat_tf.losses import cross_entropy
+from lvat_tf.trained import load_trained_classifier
 
 ATTACKS = ("fgsm", "l2")
 
@@ -122,10 +124,6 @@ def evaluate_runs(log_dirs: Sequence[str], attack: str, epsilons: Sequence[float
     Raises:
       ValueError: unknown attack, negative epsilon, or (embedding) features not 2-d.
     """
-    from absl import logging
-
-    from lvat_tf.training import run
-
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {ATTACKS}, got {attack!r}")
     if any(e < 0 for e in epsilons):
@@ -133,7 +131,7 @@ def evaluate_runs(log_dirs: Sequence[str], attack: str, epsilons: Sequence[float
     os.makedirs(out_dir, exist_ok=True)
     curves = {}
     for i, d in enumerate(log_dirs):
-        cfg, clf, data, _ = run.load_trained_classifier(d)
+        cfg, clf, data, _ = load_trained_classifier(d)
         x, y = data.x_eval, data.y_eval
         if num_examples:
             x, y = x[:num_examples], y[:num_examples]

@@ -31,6 +31,7 @@ def main(argv):
     from lvat_tf import export
     from lvat_tf.data import DataError, registry
     from lvat_tf.data.preprocessing import Preprocessor
+    from lvat_tf.trained import load_trained_classifier
     from lvat_tf.training import run
 
     try:
@@ -46,13 +47,13 @@ def main(argv):
             raise config_lib.ConfigError("version", f"{target} exists; TF-Serving versions are "
                                          "immutable, give a new --version")
         try:
-            cfg, clf, data, ckpt = run.load_trained_classifier(FLAGS.log_dir)
+            cfg, clf, data, ckpt = load_trained_classifier(FLAGS.log_dir)
         except DataError as e:
             if FLAGS.finetune_bn:
                 raise DataError(f"{e} (BN re-estimation needs the data; --nofinetune_bn "
                                 "exports the checkpoint's statistics without data)") from None
             # No data and no re-estimation: export as saved, without a test error.
-            cfg, clf, data, ckpt = run.load_trained_classifier(FLAGS.log_dir, with_data=False)
+            cfg, clf, data, ckpt = load_trained_classifier(FLAGS.log_dir, with_data=False)
         if FLAGS.finetune_bn:
             run.finetune_bn(clf, data, cfg, cfg.seed)
         correct, n = (run.evaluate_classifier(clf, data.x_eval, data.y_eval, 500)

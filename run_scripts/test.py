@@ -21,6 +21,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     _common.no_positional_args(argv)
     from lvat_tf import config as config_lib
+    from lvat_tf.trained import load_trained_classifier
     from lvat_tf.training import run
 
     try:
@@ -31,7 +32,7 @@ def main(argv):
                      "finetune_iter": FLAGS.finetune_iter}
         if FLAGS["data_dir"].present:
             overrides["data_dir"] = FLAGS.data_dir
-        cfg, clf, data, ckpt = run.load_trained_classifier(FLAGS.log_dir, **overrides)
+        cfg, clf, data, ckpt = load_trained_classifier(FLAGS.log_dir, **overrides)
         res = run.final_evaluation(clf, data, cfg)
     except _common.user_errors() as e:
         _common.fail(str(e))

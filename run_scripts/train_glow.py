@@ -36,7 +36,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     _common.no_positional_args(argv)
-    from lvat_tf.config import ConfigError, glow_defaults
+    from lvat_tf.config import ConfigError
     from lvat_tf.data import registry
     from lvat_tf.generative.train_glow import GlowConfig, train_glow
 
@@ -44,21 +44,11 @@ def main(argv):
         dataset = (FLAGS.data_set or FLAGS.dataset).lower()
         if not FLAGS.log_dir:
             raise ConfigError("log_dir", "the directory to save the Glow in is required")
-        if dataset not in registry.names():
-            raise ConfigError("dataset", f"unknown dataset {dataset!r}; expected one of "
-                              + "|".join(registry.names()))
-        d = glow_defaults(dataset)
+        d = registry.get_spec(dataset).defaults.glow_layout()  # one-line error if unknown
+        # 0 / None = the dataset's default layout (flags documented so).
         values = dict(num_steps=d["train_steps"] if FLAGS.num_steps is None else FLAGS.num_steps,
                       num_levels=FLAGS.num_levels or d["num_levels"],
                       flow_steps=FLAGS.flow_steps or d["num_steps"], width=FLAGS.width or d["width"])
-        for name, value in dict(values, batch_size=FLAGS.batch_size, num_bits=FLAGS.num_bits,
-                                log_every=FLAGS.log_every).items():
-            if value < 0 or (value == 0 and name != "num_steps"):
-                raise ConfigError(name, f"expected a positive value, got {value}")
-        if not 1 <= FLAGS.num_bits <= 8:
-            raise ConfigError("num_bits", f"expected 1..8, got {FLAGS.num_bits}")
-        if FLAGS.l2_weight < 0:
-            raise ConfigError("l2_weight", f"expected >= 0, got {FLAGS.l2_weight}")
         cfg = GlowConfig(dataset=dataset, data_dir=FLAGS.data_dir, model_dir=FLAGS.log_dir,
                          is_aug=FLAGS.is_aug, batch_size=FLAGS.batch_size,
                          num_bits=FLAGS.num_bits, l2_weight=FLAGS.l2_weight, seed=FLAGS.seed,

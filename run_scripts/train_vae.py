@@ -28,30 +28,21 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     _common.no_positional_args(argv)
-    from lvat_tf.config import VAE_EPOCHS_DEFAULTS, VAE_WIDTHS_DEFAULTS, ConfigError
+    from lvat_tf.config import ConfigError
     from lvat_tf.data import registry
     from lvat_tf.generative.train_vae import VAEConfig, train_vae
 
     try:
         if not FLAGS.log_dir:
             raise ConfigError("log_dir", "the directory to save the VAE in is required")
-        if FLAGS.dataset not in registry.names():
-            raise ConfigError("dataset", f"unknown dataset {FLAGS.dataset!r}; expected one of "
-                              + "|".join(registry.names()))
-        epochs = FLAGS.num_epochs or VAE_EPOCHS_DEFAULTS.get(FLAGS.dataset, 10)
+        defaults = registry.get_spec(FLAGS.dataset).defaults  # one-line error if unknown
+        epochs = FLAGS.num_epochs or defaults.vae_epochs
         try:
             widths = tuple(int(w) for w in FLAGS.widths) if FLAGS.widths else \
-                VAE_WIDTHS_DEFAULTS.get(FLAGS.dataset, (128, 256, 512))
+                defaults.vae_widths
         except ValueError:
             raise ConfigError("widths", f"expected comma-separated integers, got "
                               f"{','.join(FLAGS.widths)!r}") from None
-        if len(widths) != 3 or min(widths) <= 0:
-            raise ConfigError("widths", f"expected three positive widths, got {widths}")
-        for name, value in (("num_epochs", epochs), ("batch_size", FLAGS.batch_size),
-                            ("latent_dim", FLAGS.latent_dim),
-                            ("learning_rate", FLAGS.learning_rate)):
-            if value <= 0:
-                raise ConfigError(name, f"expected a positive value, got {value}")
         cfg = VAEConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, model_dir=FLAGS.log_dir,
                         num_epochs=epochs, batch_size=FLAGS.batch_size,
                         learning_rate=FLAGS.learning_rate, latent_dim=FLAGS.latent_dim, widths=widths,

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from conftest import run_script, shared_path
 from lvat_tf.generative import model_dir
+from lvat_tf.trained import load_trained_classifier
 from lvat_tf.training import run
 from lvat_tf.upstream import convert, fixtures
 
@@ -42,7 +43,7 @@ def test_vat_tf_checkpoint_converts_and_reproduces_fixture_logits(tmp_path):
                    "--dataset=synthetic", "--epsilon=3.5", f"--log_dir={tmp_path / 'run'}")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "4 optimizer variables not converted" in p.stdout
-    cfg, clf, _, _ = run.load_trained_classifier(str(tmp_path / "run"))
+    cfg, clf, _, _ = load_trained_classifier(str(tmp_path / "run"))
     assert cfg.top_bn and cfg.method == "vat" and cfg.epsilon == 3.5
     x = tf.constant(f["x"])
     assert fixtures.relative_error(clf(x, bn_mode="moving"), f["ul_logit_eval"]) < 1e-4
@@ -70,7 +71,7 @@ def test_lvat_glow_checkpoint_converts_with_its_generative_model(tmp_path):
     y, logdet, z = glow.encode(tf.constant(f["x"]), noise=tf.constant(f["u"]))
     for got, key in ((y, "y"), (z, "z"), (logdet, "logdet")):
         assert fixtures.relative_error(got, f[key]) < 1e-4, key
-    cfg, clf, _, _ = run.load_trained_classifier(str(tmp_path / "run"))
+    cfg, clf, _, _ = load_trained_classifier(str(tmp_path / "run"))
     assert cfg.method == "lvat_glow" and not cfg.top_bn
     masks = fixtures.tf1_dropout_masks([(4, 16, 16, 128), (4, 8, 8, 256)], None)
     logits = clf(tf.constant(f["x"]), bn_mode="batch", dropout_masks=masks)

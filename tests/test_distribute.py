@@ -121,7 +121,7 @@ def test_bad_distribution_settings_are_one_line_errors(tmp_path):
 def test_num_cpu_devices_after_tensorflow_started_is_refused():
     import tensorflow as tf
 
-    from lvat_tf.training import distribute
+    from lvat_tf import distribute
     tf.constant(1.0) + 1.0  # TF is running in this process
     with pytest.raises(distribute.DistributionError, match="--num_cpu_devices=3"):
         distribute.configure_cpu_devices(3)
@@ -131,7 +131,7 @@ def test_num_cpu_devices_after_tensorflow_started_is_refused():
 def test_replica_random_on_one_device_is_the_plain_draw():
     import tensorflow as tf
 
-    from lvat_tf.training import distribute
+    from lvat_tf import distribute
     seed = tf.constant([3, 4], tf.int64)
     a = distribute.replica_random(tf.random.stateless_normal, [5, 2], seed)
     np.testing.assert_array_equal(a.numpy(), tf.random.stateless_normal([5, 2], seed).numpy())

@@ -13,6 +13,7 @@ from lvat_tf.data import pipeline, registry
 from lvat_tf.generative import quality
 from lvat_tf.generative.model_dir import load
 from lvat_tf.recipes import RECIPES
+from lvat_tf.regularizers import methods
 
 TINY_GENERATIVE = {
     "vae": dict(widths=(4, 8, 8), latent_dim=8, num_epochs=1, batch_size=16,
@@ -52,12 +53,14 @@ def test_cifar10_4k_recipe_is_the_issue_settings():
 def test_nozca_gives_cifar10_vat_no_whitening():
     spec = registry.get_spec("cifar10")
     x = np.random.RandomState(0).randint(0, 256, (50, 32, 32, 3)).astype(np.uint8)
-    assert pipeline.needs_fitted_preprocessing(spec, "vat")
-    assert not pipeline.needs_fitted_preprocessing(spec, "vat", zca=False)
-    prep = pipeline.make_preprocessor(spec, "vat", x, zca=False)
+    vat = methods.input_needs("vat")
+    assert pipeline.needs_fitted_preprocessing(spec, vat)
+    assert not pipeline.needs_fitted_preprocessing(spec, methods.input_needs("vat", zca=False))
+    prep = pipeline.make_preprocessor(spec, methods.input_needs("vat", zca=False), x)
     assert not prep.uses_zca
     np.testing.assert_allclose(prep(x), x.astype(np.float32) / 255.0 - 0.5, atol=1e-6)
-    assert pipeline.make_preprocessor(spec, "vat", x).uses_zca  # vat_tf's default kept
+    assert pipeline.make_preprocessor(spec, vat, x).uses_zca  # vat_tf's default kept
+    assert not pipeline.make_preprocessor(spec, methods.input_needs("lvat_vae"), x).uses_zca
 
 
 def test_recipe_trains_generative_models_once_and_shares_them(tmp_path):

@@ -22,6 +22,25 @@ from lvat_tf.data.ssl import Split, make_split
 _LABELED, _UNLABELED, _AUG_L, _AUG_U, _FINETUNE = 1, 2, 3, 4, 5
 
 
+@dataclasses.dataclass(frozen=True)
+class InputNeeds:
+    """What a run's method asks of the input transform, resolved once by the caller.
+
+    The data layer knows no methods: ``lvat_tf.regularizers.methods.input_needs``
+    builds this from the method spec and --zca.
+
+    Attributes:
+      scaling: "vat" ((x - 127.5) / 255, vat_tf) or "unit" (x / 255, LVAT).
+      generative: LVAT: images smaller than 32x32 are zero-padded to 32x32
+        (the generative models' input size).
+      zca: False = no ZCA even where vat_tf whitens (--nozca).
+    """
+
+    scaling: str = "vat"
+    generative: bool = False
+    zca: bool = True
+
+
 @dataclasses.dataclass
 class SSLData:
     """Arrays in model-input space (float32 NHWC) for one run.
@@ -56,13 +75,16 @@ class SSLData:
         return float(np.max(np.abs(self.x_labeled)))
 
 
-def load_ssl_data(cfg, preprocessor: Optional[Preprocessor] = None) -> SSLData:
+def load_ssl_data(cfg, preprocessor: Optional[Preprocessor] = None,
+                  needs: InputNeeds = InputNeeds()) -> SSLData:
     """Loads, preprocesses and splits the dataset named in ``cfg``.
 
     Args:
       cfg: a :class:`lvat_tf.config.Config`.
       preprocessor: a saved transform to reuse (evaluation of a finished run);
-        when None it is fitted on the training images (ZCA for CIFAR-10).
+        when None it is made from ``needs`` (ZCA fitted on the training images
+        for CIFAR-10 with vat scaling).
+      needs: the method's input needs (default: vat_tf's VAT-type input).
     """
     spec = registry.get_spec(cfg.dataset)
     x_tr, y_tr, x_te, y_te = registry.load_arrays(spec, cfg.data_dir, cfg.tfds_download)
@@ -74,7 +96,7 @@ def load_ssl_data(cfg, preprocessor: Optional[Preprocessor] = None) -> SSLData:
         raise DataError(f"--num_labeled_examples={cfg.num_labeled_examples}: {e} "
                         f"({cfg.dataset} has {len(y_tr)} training images)") from None
     if preprocessor is None:
-        preprocessor = make_preprocessor(spec, cfg.method, x_tr, cfg.zca)
+        preprocessor = make_preprocessor(spec, needs, x_tr)
     x_all = preprocessor(x_tr)
     x_test = preprocessor(x_te)
     if cfg.validation:
@@ -89,8 +111,8 @@ def load_ssl_data(cfg, preprocessor: Optional[Preprocessor] = None) -> SSLData:
                    x_eval, y_eval, x_test, y_te)
 
 
-def make_preprocessor(spec, method_name: str, x_train: Optional[np.ndarray] = None,
-                      zca: bool = True) -> Preprocessor:
+def make_preprocessor(spec, needs: InputNeeds, x_train: Optional[np.ndarray] = None
+                      ) -> Preprocessor:
     """The input transform of a run: the method's scaling, LVAT's padding, CIFAR-10's ZCA.
 
     Only vat_tf's CIFAR-10 preprocessing (ZCA) depends on the data; every
@@ -99,31 +121,25 @@ def make_preprocessor(spec, method_name: str, x_train: Optional[np.ndarray] = No
 
     Args:
       spec: the dataset's DatasetSpec.
-      method_name: the run's --method (its input scaling and padding).
+      needs: the method's :class:`InputNeeds`.
       x_train: (N, H, W, C) uint8 training images, or None.
-      zca: False = no ZCA even where vat_tf whitens (--nozca).
 
     Raises:
       DataError: ZCA is needed and ``x_train`` is None.
     """
-    from lvat_tf.regularizers import methods
-
-    method = methods.get_method(method_name)
-    pad = 32 if method.generative and max(spec.image_shape[:2]) < 32 else None
-    fitted = needs_fitted_preprocessing(spec, method_name, zca)
+    pad = 32 if needs.generative and max(spec.image_shape[:2]) < 32 else None
+    fitted = needs_fitted_preprocessing(spec, needs)
     if fitted and x_train is None:
         raise DataError(f"--data_dir: {spec.name}'s ZCA whitening is fitted on the training "
                         "images; give --data_dir or --preprocessing_from")
     if not fitted:
-        return Preprocessor(scaling=method.input_scaling, pad_to=pad)
-    return Preprocessor.fit(x_train, True, method.input_scaling, pad)
+        return Preprocessor(scaling=needs.scaling, pad_to=pad)
+    return Preprocessor.fit(x_train, True, needs.scaling, pad)
 
 
-def needs_fitted_preprocessing(spec, method_name: str, zca: bool = True) -> bool:
+def needs_fitted_preprocessing(spec, needs: InputNeeds) -> bool:
     """Whether the run's transform is fitted on data (vat_tf's CIFAR-10 ZCA, unless --nozca)."""
-    from lvat_tf.regularizers import methods
-
-    return zca and bool(spec.zca) and methods.get_method(method_name).input_scaling == "vat"
+    return needs.zca and bool(spec.zca) and needs.scaling == "vat"
 
 
 def model_input_shape(spec, preprocessor: Preprocessor):

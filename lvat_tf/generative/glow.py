@@ -51,7 +51,7 @@ import scipy.linalg
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from lvat_tf.training.distribute import replica_random
+from lvat_tf.distribute import replica_random
 
 tfb = tfp.bijectors
 

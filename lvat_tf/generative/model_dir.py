@@ -13,6 +13,7 @@ import os
 
 import tensorflow as tf
 
+from lvat_tf.generative.glow import Glow
 from lvat_tf.generative.vae import VAE
 
 META = "generative.json"
@@ -30,7 +31,6 @@ def build(kind: str, arch: dict, image_shape):
     if kind == "vae":
         return VAE(latent_dim=arch["latent_dim"], channels=image_shape[-1], widths=arch["widths"])
     if kind == "glow":
-        from lvat_tf.generative.glow import Glow
         return Glow(image_shape=image_shape, **arch)
     raise GenerativeModelError(f"--generative_model_dir: unknown generative model kind {kind!r}")
 

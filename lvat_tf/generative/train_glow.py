@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from lvat_tf.config import ConfigError
-from lvat_tf.data import pipeline
+from lvat_tf.errors import ConfigError
+from lvat_tf.data import pipeline, registry
 from lvat_tf.generative import trainer
 from lvat_tf.generative.glow import Glow
 from lvat_tf.generative.train_vae import reconstruction_grid, training_images
@@ -55,6 +55,19 @@ class GlowConfig:
     seed: int = 1
     log_every: int = 50  # upstream prints metrics every 50 steps ("one epoch" in the paper)
     tfds_download: bool = True
+
+    def __post_init__(self):
+        """Validated on construction (scripts, recipes and train.py alike): one-line errors."""
+        registry.get_spec(self.dataset)  # DataError naming --dataset when unknown
+        for name in ("num_steps", "num_levels", "flow_steps", "width", "batch_size", "num_bits",
+                     "log_every"):
+            value = getattr(self, name)
+            if value < 0 or (value == 0 and name != "num_steps"):
+                raise ConfigError(name, f"expected a positive value, got {value}")
+        if not 1 <= self.num_bits <= 8:
+            raise ConfigError("num_bits", f"expected 1..8, got {self.num_bits}")
+        if self.l2_weight < 0:
+            raise ConfigError("l2_weight", f"expected >= 0, got {self.l2_weight}")
 
 
 def upstream_schedule(is_aug: bool) -> List[Tuple[int, float]]:

@@ -16,6 +16,7 @@ from absl import logging
 
 from lvat_tf.data import pipeline, registry
 from lvat_tf.data.preprocessing import Preprocessor
+from lvat_tf.errors import ConfigError
 from lvat_tf.generative import trainer
 from lvat_tf.generative.vae import VAE
 
@@ -39,6 +40,20 @@ class VAEConfig:
     seed: int = 1
     max_iter_per_epoch: int = 0  # 0 = a full pass (N / batch); >0 caps it (scaled runs)
     tfds_download: bool = True
+
+    def __post_init__(self):
+        """Validated on construction (scripts, recipes and train.py alike): one-line errors."""
+        registry.get_spec(self.dataset)  # DataError naming --dataset when unknown
+        widths = tuple(self.widths)
+        if len(widths) != 3 or min(widths) <= 0:
+            raise ConfigError("widths", f"expected three positive widths, got {widths}")
+        object.__setattr__(self, "widths", widths)
+        for name in ("num_epochs", "batch_size", "latent_dim", "learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"expected a positive value, got {getattr(self, name)}")
+        if self.max_iter_per_epoch < 0:
+            raise ConfigError("max_iter_per_epoch", f"expected >= 0 (0 = a full pass), got "
+                              f"{self.max_iter_per_epoch}")
 
 
 def vae_losses(vae, x, seed):

@@ -13,7 +13,7 @@ import random
 import keras
 import tensorflow as tf
 
-from lvat_tf.training import distribute
+from lvat_tf import distribute
 
 #: Batch-norm modes. ``update``: batch statistics and moving-average update
 #: (the labeled pass); ``batch``: batch statistics, no update (every unlabeled
@@ -68,7 +68,7 @@ class UpstreamBatchNorm(keras.layers.Layer):
     def build(self, input_shape):
         c = int(input_shape[-1])
         # only_first_replica: updated inside the (replicated) step with the
-        # synchronised statistics, equal on every replica (training/distribute.py).
+        # synchronised statistics, equal on every replica (lvat_tf/distribute.py).
         self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False,
                                            name="moving_mean", aggregation="only_first_replica")
         self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False,

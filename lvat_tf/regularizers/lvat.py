@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from lvat_tf.losses import kl_divergence_with_logits
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
-from lvat_tf.training.distribute import replica_random
+from lvat_tf.distribute import replica_random
 
 
 #: ``--lvat_reference``: the clean target of the KL. ``input`` = upstream's

@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from lvat_tf.losses import kl_divergence_with_logits, logsoftmax
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
-from lvat_tf.training import distribute
+from lvat_tf import distribute
 
 COVARIANCES = ("full", "diagonal", "identity")
 SMOOTHNESS = ("log", "plain")

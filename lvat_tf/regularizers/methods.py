@@ -6,6 +6,13 @@ Methods compose regularisers rather than copying code: ``vatent`` is
 import dataclasses
 from typing import Callable, Dict, List, Optional
 
+from lvat_tf.data import pipeline
+from lvat_tf.regularizers.vat import VAT
+from lvat_tf.regularizers.vat import Entropy
+from lvat_tf.regularizers.lvat import LVATVAE
+from lvat_tf.regularizers.lvat import LVATGlow
+from lvat_tf.regularizers.mat import MAT, GaussianMixture
+
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
@@ -33,8 +40,18 @@ class MethodSpec:
     generative: Optional[str] = None
     needs_features: bool = False
 
+    def input_needs(self, zca: bool = True) -> pipeline.InputNeeds:
+        """The input transform this method needs (scaling, LVAT's padding), for the data layer."""
+        return pipeline.InputNeeds(scaling=self.input_scaling,
+                                   generative=bool(self.generative), zca=zca)
+
 
 _METHODS: Dict[str, MethodSpec] = {}
+
+
+def input_needs(method: str, zca: bool = True) -> pipeline.InputNeeds:
+    """``get_method(method).input_needs(zca)``."""
+    return get_method(method).input_needs(zca)
 
 
 def register(spec: MethodSpec) -> MethodSpec:
@@ -80,12 +97,10 @@ def _search(cfg) -> dict:
 
 
 def _vat(cfg):
-    from lvat_tf.regularizers.vat import VAT
     return VAT(**_search(cfg))
 
 
 def _entropy(cfg):
-    from lvat_tf.regularizers.vat import Entropy
     del cfg
     return Entropy()
 
@@ -103,7 +118,6 @@ LVAT_VAE_EPSILON = {"svhn": 1.5, "cifar10": 1.0}
 
 
 def _lvat_vae(cfg, vae):
-    from lvat_tf.regularizers.lvat import LVATVAE
     return [LVATVAE(vae, reference=cfg.lvat_reference, **_search(cfg))]
 
 
@@ -118,7 +132,6 @@ LVAT_GLOW_EPSILON = {"svhn": 1.0, "cifar10": 1.0}
 
 
 def _lvat_glow(cfg, glow):
-    from lvat_tf.regularizers.lvat import LVATGlow
     return [LVATGlow(glow, reference=cfg.lvat_reference, **_search(cfg))]
 
 
@@ -135,7 +148,6 @@ MAT_LAMBDA1 = {"cifar10": 0.01}
 
 
 def _mat(cfg, feature_dim, num_classes, center_only=False):
-    from lvat_tf.regularizers.mat import MAT, GaussianMixture
     gmm = GaussianMixture(num_classes, feature_dim,
                           covariance="identity" if center_only else cfg.mat_covariance,
                           alpha=cfg.mat_alpha, beta=cfg.mat_beta,

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from lvat_tf.losses import kl_divergence_with_logits, normalize_per_sample
-from lvat_tf.training import distribute
+from lvat_tf import distribute
 
 Tensors = Union[tf.Tensor, Sequence[tf.Tensor]]
 MODES = ("finite_difference", "exact")

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from lvat_tf.losses import entropy_from_logits, kl_divergence_with_logits
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
-from lvat_tf.training import distribute
+from lvat_tf import distribute
 
 
 def virtual_adversarial_perturbation(forward, x, clean_logits, d_init, epsilon, xi=1e-6,

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from lvat_tf.losses import cross_entropy
 from lvat_tf.models.layers import fold_seed
-from lvat_tf.training import distribute
+from lvat_tf import distribute
 
 # Salts folded into the step seed.
 _SALT_LABELED, _SALT_UNLABELED, _SALT_REG = 11, 12, 13

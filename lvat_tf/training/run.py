@@ -20,17 +20,21 @@ import tensorflow as tf
 from absl import logging
 
 from lvat_tf import checkpointing
-from lvat_tf import config as config_lib
+from lvat_tf import files
 from lvat_tf import hardware
 from lvat_tf.data import pipeline
 from lvat_tf.data import registry as data_registry
 from lvat_tf.data.preprocessing import Preprocessor
+from lvat_tf.errors import ConfigError
+from lvat_tf.generative import model_dir as model_dir_lib
+from lvat_tf.generative.train_glow import GlowConfig, train_glow
+from lvat_tf.generative.train_vae import VAEConfig, train_vae
 from lvat_tf.models import registry as model_registry
 from lvat_tf.regularizers import methods
 from lvat_tf.regularizers.power_iteration import xi_resolution_warning
 from lvat_tf.training import callbacks as cb
 from lvat_tf.training import collapse as collapse_lib
-from lvat_tf.training import distribute
+from lvat_tf import distribute
 from lvat_tf.training.model import SSLModel
 from lvat_tf.training.optimizer import UpstreamAdam
 
@@ -45,7 +49,7 @@ class RunDirError(ValueError):
 
 # Fields that may change between a run and its resumption without changing
 # what is computed.
-_RESUME_FREE = {"log_dir", "jit_compile", "eval_freq", "eval_batch_size", "num_eval_examples",
+RESUME_FREE = {"log_dir", "jit_compile", "eval_freq", "eval_batch_size", "num_eval_examples",
                 "data_dir", "tfds_download", "finetune_batch_size", "finetune_iter",
                 # a run computes the same on any number of replicas (distribute.py)
                 "distribution_strategy", "num_cpu_devices"}
@@ -100,7 +104,7 @@ def build_classifier(cfg, data_spec, image_shape):
     try:
         clf.check_input_shape(image_shape)
     except ValueError as e:
-        raise config_lib.ConfigError("model", str(e)) from None
+        raise ConfigError("model", str(e)) from None
     clf(tf.zeros((2,) + tuple(image_shape)), bn_mode="moving")
     return clf
 
@@ -170,14 +174,18 @@ def _check_run_dir(cfg):
     path = os.path.join(cfg.log_dir, "config.json")
     if not os.path.isfile(path):
         return
-    old = config_lib.load_config(cfg.log_dir).to_dict()
-    with open(path) as f:
-        saved = set(json.load(f))
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except ValueError as e:
+        raise RunDirError(f"--log_dir: {path} is not valid JSON ({str(e).splitlines()[0]})"
+                          ) from None
+    saved = set(old)
     new = cfg.to_dict()
     # Fields the run's config.json lacks were added to lvat_tf after the run
     # was made (e.g. --glow_train_steps for a baseline run): not a mismatch.
     unused = _unused_fields(cfg.method)
-    diff = sorted(k for k in new if k not in _RESUME_FREE and k not in unused and k in saved
+    diff = sorted(k for k in new if k not in RESUME_FREE and k not in unused and k in saved
                   and old.get(k) != new[k])
     if diff:
         k = diff[0]
@@ -203,40 +211,33 @@ def _load_collapse_record(path):
                           f"({str(e).splitlines()[0]}); delete it to start a new record") from None
 
 
-def _write_json_atomic(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def generative_model_for(cfg, data):
+def generative_model_for(cfg, data, kind):
     """The frozen generative model of an LVAT run, trained first when none is given.
 
     Without ``--generative_model_dir`` a VAE (``vae_num_epochs`` epochs) or a
-    Glow (GLOW_DEFAULTS layout, ``glow_train_steps`` steps) is trained into
+    Glow (the dataset's DatasetDefaults.glow layout, ``glow_train_steps`` steps) is trained into
     LOG_DIR/generative (logged; resumed if cut off) and reused when the run
     resumes. A directory trained on another dataset, image shape or
     preprocessing, or of another kind, is refused.
-    """
-    from lvat_tf.generative import model_dir as model_dir_lib
 
-    kind = methods.get_method(cfg.method).generative
+    Args:
+      cfg: the run's Config.
+      data: its SSLData (the model must match its image shape and transform).
+      kind: "vae" or "glow" (the method's MethodSpec.generative).
+    """
     gen_dir = cfg.generative_model_dir or os.path.join(cfg.log_dir, "generative")
     if not cfg.generative_model_dir and not os.path.isfile(
             os.path.join(gen_dir, model_dir_lib.META)):
         if kind == "vae":
-            from lvat_tf.generative.train_vae import VAEConfig, train_vae
             logging.info("No --generative_model_dir: training a VAE for %d epochs into %s",
-                         cfg.vae_num_epochs, gen_dir)  # widths: VAE_WIDTHS_DEFAULTS
-            widths = config_lib.VAE_WIDTHS_DEFAULTS.get(cfg.dataset, (128, 256, 512))
+                         cfg.vae_num_epochs, gen_dir)  # widths: DatasetDefaults.vae_widths
+            widths = data_registry.get_spec(cfg.dataset).defaults.vae_widths
             train_vae(VAEConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, model_dir=gen_dir,
                                 num_epochs=cfg.vae_num_epochs, seed=cfg.seed, widths=widths,
                                 aug_trans=cfg.aug_trans, tfds_download=cfg.tfds_download),
                       verbose=False)
         else:
-            from lvat_tf.generative.train_glow import GlowConfig, train_glow
-            arch = config_lib.glow_defaults(cfg.dataset)
+            arch = data_registry.get_spec(cfg.dataset).defaults.glow_layout()
             logging.info("No --generative_model_dir: training a Glow (L=%d, K=%d, width %d) "
                          "for %s steps into %s", arch["num_levels"], arch["num_steps"],
                          arch["width"], cfg.glow_train_steps or "upstream's", gen_dir)
@@ -295,7 +296,7 @@ def train_and_evaluate(cfg, verbose="auto"):
       TrainingDiverged: a non-finite loss; the last good checkpoint is kept.
     """
     if not cfg.log_dir:
-        raise config_lib.ConfigError("log_dir", "a run directory is required")
+        raise ConfigError("log_dir", "a run directory is required")
     t_start = time.time()
     # First: multi-worker strategies must exist before any other TF op runs.
     strategy = distribute.make_strategy(cfg.distribution_strategy, cfg.num_cpu_devices)
@@ -308,21 +309,24 @@ def train_and_evaluate(cfg, verbose="auto"):
         if msg:
             logging.warning(msg)
 
+    # The method is resolved once: the data's transform, the generative model
+    # and the regularisers all follow from this spec.
+    spec = methods.get_method(cfg.method)
     prep_path = os.path.join(cfg.log_dir, "preprocessing.npz")
     prep = Preprocessor.load(prep_path) if os.path.isfile(prep_path) else None
     # Nothing is written to LOG_DIR before the data has loaded: a bad --data_dir
     # or a broken file leaves no half-made run directory behind.
-    data = pipeline.load_ssl_data(cfg, prep)
+    data = pipeline.load_ssl_data(cfg, prep, spec.input_needs(cfg.zca))
     os.makedirs(cfg.log_dir, exist_ok=True)
     if chief:
         if prep is None:
             data.preprocessor.save(prep_path)
-        config_lib.save_config(cfg, cfg.log_dir)
+        files.write_text_atomic(os.path.join(cfg.log_dir, "config.json"), cfg.to_json())
 
-    spec = methods.get_method(cfg.method)
     # The generative model stays float32 (built before the mixed policy is set).
     with strategy.scope():
-        generative = generative_model_for(cfg, data) if spec.generative else None
+        generative = generative_model_for(cfg, data, spec.generative) if spec.generative \
+            else None
     with mixed_precision_policy(cfg.mixed_precision):
         return _train(cfg, strategy, chief, data, spec, generative, t_start, verbose)
 
@@ -424,7 +428,7 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         "config": cfg.to_dict(),
     })
     if chief:
-        _write_json_atomic(os.path.join(cfg.log_dir, "results.json"), results)
+        files.write_json_atomic(os.path.join(cfg.log_dir, "results.json"), results)
     logging.info("test error %.2f %% (%d/%d correct after BN re-estimation)",
                  results["test_error"], results["num_correct"], results["num_test_examples"])
     return results
@@ -443,42 +447,3 @@ def final_evaluation(clf, data, cfg):
     return {"test_accuracy": acc, "test_error": 100.0 * (1 - acc), "num_correct": c,
             "num_test_examples": n, "test_error_before_bn_finetune": 100.0 * (1 - c0 / n),
             "evaluated_on": "validation" if cfg.validation else "test"}
-
-
-def load_trained_classifier(log_dir, with_data=True, **overrides):
-    """Restores a run's classifier from its latest checkpoint.
-
-    Args:
-      log_dir: the run directory.
-      with_data: load the dataset too; False restores the classifier from the
-        run's saved transform alone (export without evaluation) and returns
-        data = None.
-      **overrides: evaluation-only config fields to change (see _RESUME_FREE).
-
-    Returns:
-      (cfg, classifier, data or None, checkpoint path).
-    """
-    if not os.path.isdir(log_dir):
-        raise RunDirError(f"--log_dir: {log_dir} is not a directory")
-    cfg = config_lib.load_config(log_dir)
-    bad = sorted(set(overrides) - _RESUME_FREE)
-    if bad:
-        raise config_lib.ConfigError(bad[0], "cannot be changed when evaluating a finished run")
-    cfg = cfg.replace(**overrides)
-    tf.config.experimental.enable_op_determinism()
-    prep = Preprocessor.load(os.path.join(log_dir, "preprocessing.npz"))
-    if with_data:
-        data = pipeline.load_ssl_data(cfg, prep)
-        spec, shape = data.spec, data.image_shape
-    else:
-        data = None
-        spec = data_registry.get_spec(cfg.dataset)
-        shape = pipeline.model_input_shape(spec, prep)
-    clf = build_classifier(cfg, spec, shape)
-    manager_dir = os.path.join(log_dir, "checkpoints")
-    latest = checkpointing.latest_checkpoint(manager_dir)
-    if latest is None:
-        raise RunDirError(f"--log_dir: {log_dir} holds no checkpoint in checkpoints/")
-    ckpt, _, _ = make_checkpoint(clf)
-    checkpointing.restore(ckpt, latest, partial=True)
-    return cfg, clf, data, latest

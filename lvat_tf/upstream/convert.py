@@ -27,6 +27,12 @@ import tensorflow as tf
 from absl import logging
 
 from lvat_tf import config as config_lib
+from lvat_tf.data import pipeline, registry
+from lvat_tf.data.preprocessing import Preprocessor
+from lvat_tf.generative import model_dir as model_dir_lib
+from lvat_tf.generative.vae import VAE
+from lvat_tf.regularizers import methods
+from lvat_tf.training import run
 from lvat_tf.upstream import names
 
 #: Optimizer / bookkeeping variables of upstream checkpoints (not converted).
@@ -99,11 +105,6 @@ def convert(checkpoint: str, upstream: str, dataset: str, log_dir: str, data_dir
         (see :meth:`Preprocessor.from_file`).
       **config_overrides: further config fields (e.g. epsilon, num_labeled_examples).
     """
-    from lvat_tf.data import pipeline, registry
-    from lvat_tf.data.preprocessing import Preprocessor
-    from lvat_tf.generative import model_dir as model_dir_lib
-    from lvat_tf.training import run
-
     if upstream not in ("vat_tf", "lvat"):
         raise config_lib.ConfigError("upstream", f"expected vat_tf or lvat, got {upstream!r}")
     if os.path.exists(os.path.join(log_dir, "config.json")):
@@ -120,23 +121,24 @@ def convert(checkpoint: str, upstream: str, dataset: str, log_dir: str, data_dir
     values.update(config_overrides)
     cfg = config_lib.make_config(**values)
     spec = registry.get_spec(cfg.dataset)
+    needs = methods.input_needs(cfg.method, cfg.zca)
     if preprocessing_from:
         if not os.path.exists(preprocessing_from):
             raise config_lib.ConfigError("preprocessing_from", f"{preprocessing_from} does not "
                                          "exist")
-        if not pipeline.needs_fitted_preprocessing(spec, cfg.method, cfg.zca):
+        if not pipeline.needs_fitted_preprocessing(spec, needs):
             raise config_lib.ConfigError("preprocessing_from", f"{cfg.dataset} with "
                                          f"{cfg.method} uses no fitted (ZCA) preprocessing")
         prep = Preprocessor.from_file(preprocessing_from, spec.image_shape)
-    elif pipeline.needs_fitted_preprocessing(spec, cfg.method, cfg.zca):
+    elif pipeline.needs_fitted_preprocessing(spec, needs):
         if not data_dir:
             raise config_lib.ConfigError("data_dir", f"{cfg.dataset}'s ZCA whitening is fitted "
                                          "on the training images: give --data_dir, or "
                                          "--preprocessing_from=FILE (a preprocessing.npz, or "
                                          "upstream's mean/components)")
-        prep = pipeline.load_ssl_data(cfg).preprocessor
+        prep = pipeline.load_ssl_data(cfg, needs=needs).preprocessor
     else:
-        prep = pipeline.make_preprocessor(spec, cfg.method, zca=cfg.zca)  # needs no data
+        prep = pipeline.make_preprocessor(spec, needs)  # needs no data
     data = _Data(spec, prep, pipeline.model_input_shape(spec, prep))
     clf = run.build_classifier(cfg, data.spec, data.image_shape)
     try:
@@ -188,7 +190,6 @@ class _Data:
 
 
 def _vae_from(weights, image_shape):
-    from lvat_tf.generative.vae import VAE
     try:
         latent = int(weights["top_of_decoder/weights"].shape[0])
         widths = tuple(int(weights[f"e_{i}_1/W"].shape[-1]) for i in (1, 2, 3))

@@ -4,7 +4,6 @@ The checker uses only a fixture's inputs, settings and weights, so it works
 on fixtures without expected outputs; when outputs are present it compares
 them under the tolerances of the fixtures' README.
 """
-import dataclasses
 from typing import Dict, List
 
 import numpy as np
@@ -14,41 +13,14 @@ from lvat_tf.losses import entropy_from_logits, kl_divergence_with_logits
 from lvat_tf.regularizers.power_iteration import xi_resolution_warning
 from lvat_tf.regularizers.vat import virtual_adversarial_perturbation
 from lvat_tf.upstream import names
+from lvat_tf.upstream.checks import Check, per_sample_cosine, relative_error  # noqa: F401
+from lvat_tf.generative.vae import VAE
+from lvat_tf.regularizers.lvat import lvat_glow_perturbation, lvat_vae_perturbation
+from lvat_tf.upstream import train_fixture  # it builds on this module's checks
 
 #: Tolerances (fixtures README): relative error of logits/latents, own loss,
 #: loss at the given r; per-sample cosine of the port's own r.
 TOL = {"logits": 1e-4, "loss": 1e-3, "loss_at_r_given": 1e-4, "r_cosine": 0.9999}
-
-
-@dataclasses.dataclass
-class Check:
-    name: str
-    value: float
-    limit: float
-    kind: str  # "max" (value <= limit) or "min" (value >= limit) or "info"
-
-    @property
-    def ok(self) -> bool:
-        if self.kind == "info":
-            return True
-        return self.value <= self.limit if self.kind == "max" else self.value >= self.limit
-
-    def __str__(self):
-        rel = {"max": "<=", "min": ">=", "info": "(reported, not held:"}[self.kind]
-        tail = ")" if self.kind == "info" else ""
-        status = "ok" if self.ok else "FAIL"
-        return f"{self.name:28s} {self.value:.7g}  {rel} {self.limit:.5g}{tail}  {status}"
-
-
-def relative_error(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
-
-
-def per_sample_cosine(a, b) -> np.ndarray:
-    a = np.asarray(a, np.float64).reshape(len(a), -1)
-    b = np.asarray(b, np.float64).reshape(len(b), -1)
-    return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
 
 
 def detect_kind(files) -> str:
@@ -200,8 +172,6 @@ def _classifier_with_masks(f, x):
 
 def run_lvat_fixture(f, kind: str, power_iteration: str = "finite_difference"):
     """Computes the port's outputs for an lvat_vae / lvat_glow fixture."""
-    from lvat_tf.generative.vae import VAE
-    from lvat_tf.regularizers.lvat import lvat_glow_perturbation, lvat_vae_perturbation
 
     x = tf.constant(f["x"], tf.float32)
     model, masks, note = _classifier_with_masks(f, x)
@@ -288,7 +258,6 @@ def compare_lvat(f, out, kind: str) -> List[Check]:
 def check_fixture(path: str, power_iteration: str = "finite_difference"):
     """Runs a fixture: returns (kind, outputs dict, list of Check)."""
     with np.load(path) as f:
-        from lvat_tf.upstream import train_fixture  # it builds on this module's checks
 
         if train_fixture.is_train_fixture(f.files):
             out, checks, note = train_fixture.check_train_fixture(f, power_iteration)

@@ -5,6 +5,7 @@ from typing import Dict, Mapping
 import numpy as np
 
 from lvat_tf.models.classifiers import ConvNet
+from lvat_tf.generative.glow import Glow
 
 CLASSIFIER_SCOPES = ("CNN", "scope_classifier")
 _BN_SUFFIX = {"mean": "moving_mean", "var": "moving_variance", "gamma": "gamma", "beta": "beta"}
@@ -161,7 +162,6 @@ def glow_assignments(glow):
 
 def glow_from_weights(weights: Mapping[str, np.ndarray], image_shape=(32, 32, 3)):
     """A Glow of the upstream layout found in ``weights``, with those weights assigned."""
-    from lvat_tf.generative.glow import Glow
     glow = Glow(image_shape=image_shape, num_bits=5, **glow_layout(weights))
     glow.build()
     assign_strict(glow_assignments(glow), weights, "Glow")

@@ -29,7 +29,9 @@ import tensorflow as tf
 from lvat_tf.losses import entropy_from_logits
 from lvat_tf.regularizers.vat import VAT, Entropy
 from lvat_tf.upstream import names
-from lvat_tf.upstream.fixtures import Check, per_sample_cosine
+from lvat_tf.upstream.checks import Check, per_sample_cosine
+from lvat_tf.training.model import SSLModel
+from lvat_tf.training.optimizer import UpstreamAdam
 
 MODES = ("free", "r_given")
 #: The fixture's spread keys spell the mode without the underscore.
@@ -100,8 +102,6 @@ class _Port:
 
 
 def _build(f, arrays, mode):
-    from lvat_tf.training.model import SSLModel
-    from lvat_tf.training.optimizer import UpstreamAdam
 
     params, slots, powers = _split_w0(arrays, "w0/")
     keep = float(_scalar(f, "keep_prob_hidden", 1.0))
