@@ -79,8 +79,9 @@ def define_flags(script: str = "train") -> None:
     d.DEFINE_float("bn_stats_decay_factor", U["bn_stats_decay_factor"], "Decay of the BN moving "
                    "averages. [vat_tf]")
     # --- method (vat_tf vat.py) ---
-    d.DEFINE_string("method", U["method"], "baseline | vat | vatent | lvat_vae | lvat_glow | mat | center_loss (LVAT's "
-                    "--method=lvat --ae_type=VAE|Glow maps to lvat_vae | lvat_glow). [vat_tf]")
+    d.DEFINE_string("method", U["method"], "baseline | vat | vatent | lvat_vae | lvat_glow | mat | center_loss | "
+                    "lvat_vae_mat | lvat_glow_mat (LVAT's --method=lvat --ae_type=VAE|Glow maps "
+                    "to lvat_vae | lvat_glow). [vat_tf]")
     d.DEFINE_float("epsilon", None, "L2 norm of the perturbation. Default depends on method and "
                    "dataset: VAT cifar10 10.0 (8.0 with aug), svhn 2.5 (3.5 with aug), mnist and "
                    "fashion_mnist 5.0, digits 1.5; otherwise vat_tf's 8.0. LVAT-VAE (LVAT paper): svhn 1.5, "
@@ -101,7 +102,7 @@ def define_flags(script: str = "train") -> None:
     d.DEFINE_integer("glow_train_steps", None, "LVAT-Glow: training steps of the Glow when "
                      "train.py trains it (0 = upstream's schedule). Default depends on the "
                      "dataset: svhn/cifar10 0, mnist/fashion_mnist 1500, digits 300; the flow "
-                     "layout follows GLOW_DEFAULTS in lvat_tf/config.py. [ours]")
+                     "layout follows DatasetDefaults.glow in lvat_tf/data/registry.py. [ours]")
     d.DEFINE_enum("lvat_reference", "input", ["input", "reconstruction"], "LVAT: the clean "
                   "target of the KL. input = p(y|x) as upstream (the term is then non-zero at "
                   "r = 0: KL(p(y|x) || p(y|Dec(Enc(x)))), the reconstruction gap); "
@@ -202,7 +203,7 @@ def flag_values(FLAGS) -> dict:
 
     values = {k: FLAGS[k].value for k in _FIELDS}
     # The budget flags keep upstream's defaults; not given, they are resolved
-    # per dataset (digits is scaled; lvat_tf.config.BUDGET_DEFAULTS).
+    # per dataset (digits is scaled; DatasetDefaults.budget in lvat_tf/data/registry.py).
     for k in ("num_epochs", "epoch_decay_start", "num_iter_per_epoch"):
         if not FLAGS[k].present:
             values[k] = None

@@ -30,6 +30,7 @@ from lvat_tf.regularizers import methods
 from lvat_tf.training import run as run_lib
 from lvat_tf.distribute import DistributionError
 from lvat_tf.training.run import RunDirError, TrainingDiverged
+from lvat_tf.upstream.convert import ConvertError
 
 
 def seed_grid(base_seed: int, base_dataset_seed: int, num_seeds: int = 1,
@@ -154,7 +155,7 @@ class ExperimentError(ValueError):
 def user_errors() -> tuple:
     """The exception types that end a script with a one-line message (exit 1)."""
     return (ConfigError, DataError, RunDirError, TrainingDiverged, GenerativeModelError,
-            DistributionError, CheckpointError, ExperimentError)
+            DistributionError, CheckpointError, ExperimentError, ConvertError)
 
 
 def prepare_generative(kind: str, dataset: str, data_dir: Optional[str], settings: dict,

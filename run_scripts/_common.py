@@ -24,3 +24,29 @@ def no_positional_args(argv) -> None:
     """absl passes leftover words in argv; our scripts take flags only."""
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
+
+
+def require(flag_values, **flags_and_what) -> None:
+    """Raises ConfigError naming the first flag that is empty, e.g. ``require(FLAGS, log_dir=
+    "a finished run directory")`` -> ``--log_dir: a finished run directory is required``."""
+    from lvat_tf.errors import ConfigError
+
+    for name, what in flags_and_what.items():
+        if not flag_values[name].value:
+            raise ConfigError(name, f"{what} is required")
+
+
+def entry_point(body, extra_errors=()):
+    """The absl ``main`` of a script: flags only, and a user error ends it with one line, exit 1.
+
+    Args:
+      body: a function of no arguments: the script's work.
+      extra_errors: more exception types to report as one line (e.g. ConvertError).
+    """
+    def main(argv):
+        no_positional_args(argv)
+        try:
+            body()
+        except user_errors() + tuple(extra_errors) as e:
+            fail(str(e))
+    return main

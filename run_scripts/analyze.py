@@ -14,24 +14,18 @@ flags.DEFINE_integer("num_examples", 500, "Test images analysed.")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    _common.no_positional_args(argv)
+def main():
     from lvat_tf import analysis
     from lvat_tf.config import ConfigError
 
-    try:
-        if not FLAGS.log_dir:
-            raise ConfigError("log_dir", "a finished run directory is required")
-        if not FLAGS.output_dir:
-            raise ConfigError("output_dir", "the directory for the figures is required")
-        if FLAGS.num_examples < 2:
-            raise ConfigError("num_examples", f"expected >= 2, got {FLAGS.num_examples}")
-        written = analysis.analyze([FLAGS.log_dir] + list(FLAGS.compare), FLAGS.output_dir,
-                                   FLAGS.num_examples)
-    except _common.user_errors() as e:
-        _common.fail(str(e))
+    _common.require(FLAGS, log_dir="a finished run directory",
+                    output_dir="the directory for the figures")
+    if FLAGS.num_examples < 2:
+        raise ConfigError("num_examples", f"expected >= 2, got {FLAGS.num_examples}")
+    written = analysis.analyze([FLAGS.log_dir] + list(FLAGS.compare), FLAGS.output_dir,
+                               FLAGS.num_examples)
     print(f"wrote {', '.join(written)} and index.html to {FLAGS.output_dir}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(_common.entry_point(main))

@@ -37,27 +37,23 @@ flags.DEFINE_bool("tfds_download", True, "Allow tensorflow-datasets downloads.")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    _common.no_positional_args(argv)
-    from lvat_tf.config import ConfigError
+def main():
     from lvat_tf.upstream import convert
 
-    try:
-        for name in ("upstream", "checkpoint", "dataset", "log_dir"):
-            if not FLAGS[name].value:
-                raise ConfigError(name, "is required")
-        extra = {k: FLAGS[k].value for k in ("epsilon", "num_labeled_examples")
-                 if FLAGS[k].value is not None}
-        summary = convert.convert(FLAGS.checkpoint, FLAGS.upstream, FLAGS.dataset.lower(),
-                                  FLAGS.log_dir, data_dir=FLAGS.data_dir,
-                                  tfds_download=FLAGS.tfds_download,
-                                  preprocessing_from=FLAGS.preprocessing_from, **extra)
-    except _common.user_errors() + (convert.ConvertError,) as e:
-        _common.fail(str(e))
+    _common.require(FLAGS, upstream="the upstream code base (vat_tf or lvat)",
+                    checkpoint="the TF1 checkpoint",
+                    dataset="the dataset the checkpoint was trained on",
+                    log_dir="the new run directory")
+    extra = {k: FLAGS[k].value for k in ("epsilon", "num_labeled_examples")
+             if FLAGS[k].value is not None}
+    summary = convert.convert(FLAGS.checkpoint, FLAGS.upstream, FLAGS.dataset.lower(),
+                              FLAGS.log_dir, data_dir=FLAGS.data_dir,
+                              tfds_download=FLAGS.tfds_download,
+                              preprocessing_from=FLAGS.preprocessing_from, **extra)
     print(f"converted {summary['converted']} variables ({summary['method']}) into "
           f"{FLAGS.log_dir}; {len(summary['skipped_optimizer_variables'])} optimizer variables "
           "not converted")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(_common.entry_point(main))

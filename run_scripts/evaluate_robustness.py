@@ -22,29 +22,24 @@ flags.DEFINE_string("output_dir", None, "Where the JSON and PNGs go (default: LO
 flags.DEFINE_bool("embedding", False, "Also plot the 2-d embedding of each run's test set.")
 FLAGS = flags.FLAGS
 
-def main(argv):
-    _common.no_positional_args(argv)
+def main():
     from lvat_tf import robustness
     from lvat_tf.config import ConfigError
 
+    _common.require(FLAGS, log_dir="a finished run directory")
     try:
-        if not FLAGS.log_dir:
-            raise ConfigError("log_dir", "a finished run directory is required")
-        try:
-            eps = ([float(e) for e in FLAGS.epsilons] if FLAGS.epsilons
-                   else robustness.DEFAULT_EPSILONS[FLAGS.attack])
-        except ValueError:
-            raise ConfigError("epsilons", f"expected numbers, got {FLAGS.epsilons}") from None
-        if any(e < 0 for e in eps):
-            raise ConfigError("epsilons", f"expected non-negative values, got {eps}")
-        out_dir = FLAGS.output_dir or FLAGS.log_dir
-        try:
-            curves = robustness.evaluate_runs([FLAGS.log_dir] + list(FLAGS.compare), FLAGS.attack,
-                                              eps, out_dir, FLAGS.num_examples, FLAGS.embedding)
-        except ValueError as e:
-            raise ConfigError("embedding" if "2-d" in str(e) else "epsilons", str(e)) from None
-    except _common.user_errors() as e:
-        _common.fail(str(e))
+        eps = ([float(e) for e in FLAGS.epsilons] if FLAGS.epsilons
+               else robustness.DEFAULT_EPSILONS[FLAGS.attack])
+    except ValueError:
+        raise ConfigError("epsilons", f"expected numbers, got {FLAGS.epsilons}") from None
+    if any(e < 0 for e in eps):
+        raise ConfigError("epsilons", f"expected non-negative values, got {eps}")
+    out_dir = FLAGS.output_dir or FLAGS.log_dir
+    try:
+        curves = robustness.evaluate_runs([FLAGS.log_dir] + list(FLAGS.compare), FLAGS.attack,
+                                          eps, out_dir, FLAGS.num_examples, FLAGS.embedding)
+    except ValueError as e:
+        raise ConfigError("embedding" if "2-d" in str(e) else "epsilons", str(e)) from None
     for label, c in curves.items():
         print(f"{label}: " + ", ".join(f"eps {e:g}: {100 * a:.2f} %"
                                        for e, a in zip(c["epsilons"], c["accuracy"])))
@@ -52,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(_common.entry_point(main))

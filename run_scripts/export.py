@@ -25,8 +25,7 @@ flags.DEFINE_bool("finetune_bn", True, "Re-estimate BN statistics as vat_tf test
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    _common.no_positional_args(argv)
+def main():
     from lvat_tf import config as config_lib
     from lvat_tf import export
     from lvat_tf.data import DataError, registry
@@ -34,37 +33,32 @@ def main(argv):
     from lvat_tf.trained import load_trained_classifier
     from lvat_tf.training import run
 
+    _common.require(FLAGS, log_dir="the run directory to export",
+                    export_dir="the export base directory")
+    if FLAGS.version < 1:
+        raise config_lib.ConfigError("version", f"expected a positive integer, got "
+                                     f"{FLAGS.version}")
+    target = os.path.join(FLAGS.export_dir, str(FLAGS.version))
+    if os.path.exists(target):
+        raise config_lib.ConfigError("version", f"{target} exists; TF-Serving versions are "
+                                     "immutable, give a new --version")
     try:
-        if not FLAGS.log_dir:
-            raise config_lib.ConfigError("log_dir", "the run directory to export is required")
-        if not FLAGS.export_dir:
-            raise config_lib.ConfigError("export_dir", "the export base directory is required")
-        if FLAGS.version < 1:
-            raise config_lib.ConfigError("version", f"expected a positive integer, got "
-                                         f"{FLAGS.version}")
-        target = os.path.join(FLAGS.export_dir, str(FLAGS.version))
-        if os.path.exists(target):
-            raise config_lib.ConfigError("version", f"{target} exists; TF-Serving versions are "
-                                         "immutable, give a new --version")
-        try:
-            cfg, clf, data, ckpt = load_trained_classifier(FLAGS.log_dir)
-        except DataError as e:
-            if FLAGS.finetune_bn:
-                raise DataError(f"{e} (BN re-estimation needs the data; --nofinetune_bn "
-                                "exports the checkpoint's statistics without data)") from None
-            # No data and no re-estimation: export as saved, without a test error.
-            cfg, clf, data, ckpt = load_trained_classifier(FLAGS.log_dir, with_data=False)
+        cfg, clf, data, ckpt = load_trained_classifier(FLAGS.log_dir)
+    except DataError as e:
         if FLAGS.finetune_bn:
-            run.finetune_bn(clf, data, cfg, cfg.seed)
-        correct, n = (run.evaluate_classifier(clf, data.x_eval, data.y_eval, 500)
-                      if data is not None else (None, 0))
-        prep = data.preprocessor if data is not None else Preprocessor.load(
-            os.path.join(FLAGS.log_dir, "preprocessing.npz"))
-        spec = registry.get_spec(cfg.dataset)
-        path = export.export_classifier(clf, prep, spec.image_shape, FLAGS.export_dir,
-                                        FLAGS.version)
-    except _common.user_errors() as e:
-        _common.fail(str(e))
+            raise DataError(f"{e} (BN re-estimation needs the data; --nofinetune_bn "
+                            "exports the checkpoint's statistics without data)") from None
+        # No data and no re-estimation: export as saved, without a test error.
+        cfg, clf, data, ckpt = load_trained_classifier(FLAGS.log_dir, with_data=False)
+    if FLAGS.finetune_bn:
+        run.finetune_bn(clf, data, cfg, cfg.seed)
+    correct, n = (run.evaluate_classifier(clf, data.x_eval, data.y_eval, 500)
+                  if data is not None else (None, 0))
+    prep = data.preprocessor if data is not None else Preprocessor.load(
+        os.path.join(FLAGS.log_dir, "preprocessing.npz"))
+    spec = registry.get_spec(cfg.dataset)
+    path = export.export_classifier(clf, prep, spec.image_shape, FLAGS.export_dir,
+                                    FLAGS.version)
     meta = {"log_dir": os.path.abspath(FLAGS.log_dir), "checkpoint": ckpt,
             "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model,
             "raw_image_shape": list(spec.image_shape),
@@ -88,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(_common.entry_point(main))

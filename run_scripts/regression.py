@@ -19,36 +19,32 @@ flags.DEFINE_string("output", None, "Write the verdicts as JSON here.")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    _common.no_positional_args(argv)
+def main():
     from lvat_tf import regression
     from lvat_tf.config import ConfigError
 
     dirs = ([FLAGS.log_dir] if FLAGS.log_dir else []) + list(FLAGS.runs)
     out, worse = [], 0
-    try:
-        if not dirs:
-            raise ConfigError("log_dir", "a finished run directory is required")
-        table = regression.load_table()
-        for d in dirs:
-            facts = regression.run_facts(d)
-            rows = regression.matching_rows(facts, table)
-            label = (f"{d}: {facts['method']} on {facts['dataset']} {facts['setting'].upper()} "
-                     f"({facts['num_labeled_examples']} labels{', aug' if facts['augmentation'] else ''}"
-                     f"{', ZCA' if facts['zca'] else ''}), {facts['updates']} updates: "
-                     f"test error {facts['test_error']:.2f} %")
-            print(label)
-            if not rows:
-                print("  no published cell for this setting")
-            for r in rows:
-                v = regression.assess(facts, r)
-                worse += v.status == "WORSE"
-                print("  " + v.line())
-                out.append({"log_dir": d, "status": v.status, "ours": v.ours,
-                            "published": r["error"], "std": r.get("std"), "sigmas": v.sigmas,
-                            "tolerance": v.tolerance, "source": r["source"], "why": v.why})
-    except _common.user_errors() as e:
-        _common.fail(str(e))
+    if not dirs:
+        raise ConfigError("log_dir", "a finished run directory is required")
+    table = regression.load_table()
+    for d in dirs:
+        facts = regression.run_facts(d)
+        rows = regression.matching_rows(facts, table)
+        label = (f"{d}: {facts['method']} on {facts['dataset']} {facts['setting'].upper()} "
+                 f"({facts['num_labeled_examples']} labels{', aug' if facts['augmentation'] else ''}"
+                 f"{', ZCA' if facts['zca'] else ''}), {facts['updates']} updates: "
+                 f"test error {facts['test_error']:.2f} %")
+        print(label)
+        if not rows:
+            print("  no published cell for this setting")
+        for r in rows:
+            v = regression.assess(facts, r)
+            worse += v.status == "WORSE"
+            print("  " + v.line())
+            out.append({"log_dir": d, "status": v.status, "ours": v.ours,
+                        "published": r["error"], "std": r.get("std"), "sigmas": v.sigmas,
+                        "tolerance": v.tolerance, "source": r["source"], "why": v.why})
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(out, f, indent=2)
@@ -57,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(_common.entry_point(main))

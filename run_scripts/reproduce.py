@@ -38,14 +38,14 @@ flags.DEFINE_integer("robustness_examples", 0, "Test examples per robustness eva
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    _common.no_positional_args(argv)
+def main():
     from lvat_tf import experiments
+    from lvat_tf.config import ConfigError
     from lvat_tf.recipes import RECIPES
 
     if FLAGS.recipe not in RECIPES:
-        _common.fail(f"--recipe: unknown recipe {FLAGS.recipe!r}; expected one of "
-                     + "|".join(sorted(RECIPES)))
+        raise ConfigError("recipe", f"unknown recipe {FLAGS.recipe!r}; expected one of "
+                          + "|".join(sorted(RECIPES)))
     recipe = RECIPES[FLAGS.recipe]
     overrides = {k: FLAGS[k].value for k in ("num_epochs", "epoch_decay_start",
                                              "num_iter_per_epoch", "seed")
@@ -58,17 +58,15 @@ def main(argv):
     try:
         dataset_seeds = [int(d) for d in FLAGS.dataset_seeds] if FLAGS.dataset_seeds else None
     except ValueError:
-        _common.fail(f"--dataset_seeds: expected integers, got {','.join(FLAGS.dataset_seeds)}")
+        raise ConfigError("dataset_seeds", f"expected integers, got "
+                          f"{','.join(FLAGS.dataset_seeds)}") from None
     attacks = None if FLAGS.robustness is None else [a for a in FLAGS.robustness if a != "none"]
-    try:
-        table, _ = experiments.run_recipe(
-            recipe, FLAGS.output_dir, variants=FLAGS.variants, overrides=overrides,
-            num_seeds=FLAGS.seeds, dataset_seeds=dataset_seeds, data_dir=data_dir,
-            attacks=attacks, robustness_examples=FLAGS.robustness_examples)
-    except experiments.user_errors() as e:
-        _common.fail(str(e))
+    table, _ = experiments.run_recipe(
+        recipe, FLAGS.output_dir, variants=FLAGS.variants, overrides=overrides,
+        num_seeds=FLAGS.seeds, dataset_seeds=dataset_seeds, data_dir=data_dir,
+        attacks=attacks, robustness_examples=FLAGS.robustness_examples)
     print(table)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(_common.entry_point(main))

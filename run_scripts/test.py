@@ -18,24 +18,18 @@ lvat_flags.define_flags("test")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    _common.no_positional_args(argv)
-    from lvat_tf import config as config_lib
+def main():
     from lvat_tf.trained import load_trained_classifier
     from lvat_tf.training import run
 
-    try:
-        if not FLAGS.log_dir:
-            raise config_lib.ConfigError("log_dir", "the run directory to evaluate is required")
-        overrides = {"eval_batch_size": FLAGS.eval_batch_size or 500,
-                     "finetune_batch_size": FLAGS.finetune_batch_size,
-                     "finetune_iter": FLAGS.finetune_iter}
-        if FLAGS["data_dir"].present:
-            overrides["data_dir"] = FLAGS.data_dir
-        cfg, clf, data, ckpt = load_trained_classifier(FLAGS.log_dir, **overrides)
-        res = run.final_evaluation(clf, data, cfg)
-    except _common.user_errors() as e:
-        _common.fail(str(e))
+    _common.require(FLAGS, log_dir="the run directory to evaluate")
+    overrides = {"eval_batch_size": FLAGS.eval_batch_size or 500,
+                 "finetune_batch_size": FLAGS.finetune_batch_size,
+                 "finetune_iter": FLAGS.finetune_iter}
+    if FLAGS["data_dir"].present:
+        overrides["data_dir"] = FLAGS.data_dir
+    cfg, clf, data, ckpt = load_trained_classifier(FLAGS.log_dir, **overrides)
+    res = run.final_evaluation(clf, data, cfg)
     res.update({"checkpoint": ckpt, "finetune_iter": cfg.finetune_iter,
                 "finetune_batch_size": cfg.finetune_batch_size})
     with open(os.path.join(FLAGS.log_dir, "test_results.json"), "w") as f:
@@ -46,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(_common.entry_point(main))

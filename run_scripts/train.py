@@ -13,15 +13,11 @@ lvat_flags.define_flags("train")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    _common.no_positional_args(argv)
+def main():
     from lvat_tf.training import run
 
-    try:
-        cfg = lvat_flags.config_from_flags(FLAGS, "train")
-        results = run.train_and_evaluate(cfg)
-    except _common.user_errors() as e:
-        _common.fail(str(e))
+    cfg = lvat_flags.config_from_flags(FLAGS, "train")
+    results = run.train_and_evaluate(cfg)
     summary = {k: results[k] for k in ("dataset", "method", "model", "num_labeled_examples",
                                        "num_iterations", "test_error")}
     print(json.dumps(summary))
@@ -29,4 +25,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(_common.entry_point(main))

@@ -18,8 +18,8 @@ flags.DEFINE_string("data_set", None, "LVAT spelling of --dataset (SVHN | CIFAR1
 flags.DEFINE_string("data_dir", None, "Raw files or tfds directory (as train.py).")
 flags.DEFINE_integer("num_steps", None, "Training steps. Default: upstream's schedule (15,601 "
                      "steps, 25,601 with --is_aug) for svhn/cifar10; scaled budgets for the "
-                     "small datasets (GLOW_DEFAULTS in lvat_tf/config.py). Fewer steps scale "
-                     "every schedule segment alike.")
+                     "small datasets (DatasetDefaults.glow in lvat_tf/data/registry.py). "
+                     "Fewer steps scale every schedule segment alike.")
 flags.DEFINE_bool("is_aug", True, "Upstream glow/main.py: only lengthens the schedule "
                   "(no augmentation is applied).")
 flags.DEFINE_integer("batch_size", 128, "Batch (upstream BATCH_SIZE).")
@@ -34,28 +34,22 @@ flags.DEFINE_bool("tfds_download", True, "Allow tensorflow-datasets downloads.")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    _common.no_positional_args(argv)
-    from lvat_tf.config import ConfigError
+def main():
     from lvat_tf.data import registry
     from lvat_tf.generative.train_glow import GlowConfig, train_glow
 
-    try:
-        dataset = (FLAGS.data_set or FLAGS.dataset).lower()
-        if not FLAGS.log_dir:
-            raise ConfigError("log_dir", "the directory to save the Glow in is required")
-        d = registry.get_spec(dataset).defaults.glow_layout()  # one-line error if unknown
-        # 0 / None = the dataset's default layout (flags documented so).
-        values = dict(num_steps=d["train_steps"] if FLAGS.num_steps is None else FLAGS.num_steps,
-                      num_levels=FLAGS.num_levels or d["num_levels"],
-                      flow_steps=FLAGS.flow_steps or d["num_steps"], width=FLAGS.width or d["width"])
-        cfg = GlowConfig(dataset=dataset, data_dir=FLAGS.data_dir, model_dir=FLAGS.log_dir,
-                         is_aug=FLAGS.is_aug, batch_size=FLAGS.batch_size,
-                         num_bits=FLAGS.num_bits, l2_weight=FLAGS.l2_weight, seed=FLAGS.seed,
-                         log_every=FLAGS.log_every, tfds_download=FLAGS.tfds_download, **values)
-        _, meta = train_glow(cfg)
-    except _common.user_errors() as e:
-        _common.fail(str(e))
+    dataset = (FLAGS.data_set or FLAGS.dataset).lower()
+    _common.require(FLAGS, log_dir="the directory to save the Glow in")
+    d = registry.get_spec(dataset).defaults.glow_layout()  # one-line error if unknown
+    # 0 / None = the dataset's default layout (flags documented so).
+    values = dict(num_steps=d["train_steps"] if FLAGS.num_steps is None else FLAGS.num_steps,
+                  num_levels=FLAGS.num_levels or d["num_levels"],
+                  flow_steps=FLAGS.flow_steps or d["num_steps"], width=FLAGS.width or d["width"])
+    cfg = GlowConfig(dataset=dataset, data_dir=FLAGS.data_dir, model_dir=FLAGS.log_dir,
+                     is_aug=FLAGS.is_aug, batch_size=FLAGS.batch_size,
+                     num_bits=FLAGS.num_bits, l2_weight=FLAGS.l2_weight, seed=FLAGS.seed,
+                     log_every=FLAGS.log_every, tfds_download=FLAGS.tfds_download, **values)
+    _, meta = train_glow(cfg)
     last = meta["training"]["history"][-1]
     print(f"Glow saved to {FLAGS.log_dir}: {meta['training']['steps']} steps in "
           f"{meta['training']['seconds']} s, test bits/dim {last['test_bits_per_dim']:.3f}, "
@@ -63,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(_common.entry_point(main))

@@ -26,32 +26,27 @@ flags.DEFINE_bool("tfds_download", True, "Allow tensorflow-datasets downloads.")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    _common.no_positional_args(argv)
+def main():
     from lvat_tf.config import ConfigError
     from lvat_tf.data import registry
     from lvat_tf.generative.train_vae import VAEConfig, train_vae
 
+    _common.require(FLAGS, log_dir="the directory to save the VAE in")
+    defaults = registry.get_spec(FLAGS.dataset).defaults  # one-line error if unknown
+    epochs = FLAGS.num_epochs or defaults.vae_epochs
     try:
-        if not FLAGS.log_dir:
-            raise ConfigError("log_dir", "the directory to save the VAE in is required")
-        defaults = registry.get_spec(FLAGS.dataset).defaults  # one-line error if unknown
-        epochs = FLAGS.num_epochs or defaults.vae_epochs
-        try:
-            widths = tuple(int(w) for w in FLAGS.widths) if FLAGS.widths else \
-                defaults.vae_widths
-        except ValueError:
-            raise ConfigError("widths", f"expected comma-separated integers, got "
-                              f"{','.join(FLAGS.widths)!r}") from None
-        cfg = VAEConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, model_dir=FLAGS.log_dir,
-                        num_epochs=epochs, batch_size=FLAGS.batch_size,
-                        learning_rate=FLAGS.learning_rate, latent_dim=FLAGS.latent_dim, widths=widths,
-                        aug_trans=FLAGS.aug_trans, seed=FLAGS.seed,
-                        max_iter_per_epoch=FLAGS.max_iter_per_epoch,
-                        tfds_download=FLAGS.tfds_download)
-        _, meta = train_vae(cfg)
-    except _common.user_errors() as e:
-        _common.fail(str(e))
+        widths = tuple(int(w) for w in FLAGS.widths) if FLAGS.widths else \
+            defaults.vae_widths
+    except ValueError:
+        raise ConfigError("widths", f"expected comma-separated integers, got "
+                          f"{','.join(FLAGS.widths)!r}") from None
+    cfg = VAEConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, model_dir=FLAGS.log_dir,
+                    num_epochs=epochs, batch_size=FLAGS.batch_size,
+                    learning_rate=FLAGS.learning_rate, latent_dim=FLAGS.latent_dim, widths=widths,
+                    aug_trans=FLAGS.aug_trans, seed=FLAGS.seed,
+                    max_iter_per_epoch=FLAGS.max_iter_per_epoch,
+                    tfds_download=FLAGS.tfds_download)
+    _, meta = train_vae(cfg)
     last = meta["training"]["history"][-1]
     print(f"VAE saved to {FLAGS.log_dir}: {meta['training']['steps']} steps in "
           f"{meta['training']['seconds']} s, test reconstruction (Bernoulli, nats/image) "
@@ -59,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(_common.entry_point(main))

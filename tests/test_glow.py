@@ -173,7 +173,8 @@ def test_lvat_glow_parts_have_norm_epsilon_and_generative_weights_stay_frozen():
     model.optimizer.build(clf.trainable_variables)
     data = {"x_l": x, "y_l": tf.constant([0, 1, 2, 3]), "x_u": tf.random.uniform((8, 32, 32, 1))}
     with tf.GradientTape() as tape:
-        total, _, _, losses = model.compute_losses(data, tape)
+        step = model.compute_losses(data, tape)
+        total, losses = step.total, step.regularizers
     assert float(losses["lvat_loss"]) > 0
     assert all(g is None for g in tape.gradient(total, glow.variables))
     model.train_step(data)

@@ -102,3 +102,19 @@ def test_an_upward_import_would_be_caught():
     assert layer_of("lvat_tf.data.pipeline") < layer_of("lvat_tf.regularizers.methods")
     assert layer_of("lvat_tf.distribute") < layer_of("lvat_tf.models.layers")
     assert layer_of("lvat_tf.training.run") < layer_of("lvat_tf.config")
+
+
+def test_readme_layout_names_every_module():
+    readme = open(os.path.join(os.path.dirname(ROOT), "README.md")).read()
+    layout = readme[readme.index("## Layout"):]
+    missing = []
+    for mod, path in _modules():
+        name = os.path.basename(path)
+        if name == "__init__.py":
+            continue
+        if name not in layout and name[:-3] + ".py" not in layout:
+            missing.append(mod)
+    assert missing == [], f"README Layout omits {missing}"
+    for script in os.listdir(os.path.join(os.path.dirname(ROOT), "run_scripts")):
+        if script.endswith(".py") and not script.startswith("_"):
+            assert script in layout, script

@@ -19,6 +19,7 @@ from lvat_tf.regularizers.vat import VAT
 from lvat_tf.training import run
 from lvat_tf.training.model import SSLModel
 from lvat_tf.training.optimizer import UpstreamAdam, upstream_schedule
+from lvat_tf.regularizers.base import Regularizer
 
 
 def _ssl_model(regs, seed=0, keep_prob=0.5):
@@ -139,8 +140,8 @@ def test_short_real_training_run_learns_digits(tmp_path):
     assert any(f.startswith("events") for f in os.listdir(tmp_path / "run" / "tb" / "train"))
 
 
-@dataclasses.dataclass(frozen=True)
-class _NaNAfter:
+@dataclasses.dataclass(frozen=True, eq=False)
+class _NaNAfter(Regularizer):
     """Test-only regulariser: a NaN loss from a given step on."""
 
     step: int
@@ -148,7 +149,8 @@ class _NaNAfter:
     needs_clean_grad: bool = False
     model: list = dataclasses.field(default_factory=list)
 
-    def __call__(self, forward, x, clean_logits, seed, no_record=None):
+    def unlabeled_loss(self, forward, x, clean_logits, seed, no_record=None,
+                       clean_features=None):
         it = tf.cast(self.model[0].optimizer.iterations, tf.float32)
         bad = tf.where(it >= self.step, tf.constant(np.nan, tf.float32), 0.0)
         return bad + 0.0 * tf.reduce_sum(forward(x)), {}
@@ -156,7 +158,7 @@ class _NaNAfter:
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     holder = []
-    methods.register(methods.MethodSpec("nan_test", lambda cfg: [_NaNAfter(7, model=holder)],
+    methods.register(methods.MethodSpec("nan_test", lambda cfg, ctx: [_NaNAfter(7, model=holder)],
                                         "test only"))
     orig_init = SSLModel.__init__
 

@@ -24,6 +24,7 @@ import dataclasses
 import tensorflow as tf
 
 from lvat_tf.losses import kl_divergence_with_logits
+from lvat_tf.regularizers.base import Regularizer
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
 from lvat_tf.distribute import replica_random
 
@@ -49,7 +50,7 @@ def lvat_vae_perturbation(forward, vae, x, clean_logits, d_init, epsilon, xi=1e-
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _LatentVAT(abc.ABC):
+class _LatentVAT(Regularizer, abc.ABC):
     """VAT in a frozen generative model's latent space; subclasses find x_adv.
 
     Attributes:
@@ -81,7 +82,9 @@ class _LatentVAT(abc.ABC):
         """Whether the KL has a gradient at r = 0 (the reference is not Dec(Enc(x))'s output)."""
         return self.reference == "input"
 
-    def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
+    def unlabeled_loss(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext,
+                       clean_features=None):
+        del clean_features
         with no_record():
             if self.reference == "reconstruction":
                 clean_logits = tf.stop_gradient(forward(self.reconstruction(x, seed)))

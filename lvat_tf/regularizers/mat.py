@@ -41,6 +41,7 @@ import keras
 import tensorflow as tf
 
 from lvat_tf.losses import kl_divergence_with_logits, logsoftmax
+from lvat_tf.regularizers.base import Regularizer
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
 from lvat_tf import distribute
 
@@ -222,7 +223,7 @@ def mat_perturbation(forward, gmm, x, clean_logits, clean_features, d_init, epsi
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class MAT:
+class MAT(Regularizer):
     """The MAT regulariser (and, with ``lambda1 = 0`` and identity covariance, center loss).
 
     ``forward(x, features=True)`` must return (features, logits); the labeled
@@ -240,6 +241,7 @@ class MAT:
     name: str = "mat_loss"
     needs_clean_grad: bool = False
     needs_features: bool = True
+    has_labeled_term: bool = True
 
     @property
     def uses_unlabeled(self):
@@ -261,8 +263,8 @@ class MAT:
     def update_state(self, feats_l, y_l):
         self.gmm.update(feats_l, y_l)
 
-    def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext,
-                 clean_features=None):
+    def unlabeled_loss(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext,
+                       clean_features=None):
         if self.lambda1 == 0:
             return tf.constant(0.0), {self.name: tf.constant(0.0)}
         with no_record():

@@ -7,11 +7,11 @@ import dataclasses
 from typing import Callable, Dict, List, Optional
 
 from lvat_tf.data import pipeline
-from lvat_tf.regularizers.vat import VAT
-from lvat_tf.regularizers.vat import Entropy
-from lvat_tf.regularizers.lvat import LVATVAE
-from lvat_tf.regularizers.lvat import LVATGlow
+from lvat_tf.regularizers.base import BuildContext
+from lvat_tf.regularizers.latent_mat import LatentMAT
+from lvat_tf.regularizers.lvat import LVATVAE, LVATGlow
 from lvat_tf.regularizers.mat import MAT, GaussianMixture
+from lvat_tf.regularizers.vat import VAT, Entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +20,8 @@ class MethodSpec:
 
     Attributes:
       name: the ``--method`` value.
-      build: ``build(config) -> list of regularisers``.
+      build: ``build(config, ctx) -> list of regularisers`` (ctx: a
+        :class:`~lvat_tf.regularizers.base.BuildContext`).
       description: one line for ``--helpfull`` and the README.
       epsilon_defaults: ``(dataset, augmented) -> epsilon`` when the method
         has its own table (LVAT); None to use the input-space VAT table.
@@ -77,17 +78,16 @@ def build_regularizers(cfg, generative_model=None, feature_dim=None, num_classes
       generative_model: the loaded (frozen) VAE / Glow for LVAT methods.
       feature_dim, num_classes: the classifier's feature size and classes
         (methods with ``needs_features``: MAT, center loss).
+
+    Raises:
+      ValueError: the method needs a part of the context that is missing.
     """
     spec = get_method(cfg.method)
-    if spec.generative:
-        if generative_model is None:
-            raise ValueError(f"method {cfg.method} needs a generative model")
-        return spec.build(cfg, generative_model)
-    if spec.needs_features:
-        if feature_dim is None or num_classes is None:
-            raise ValueError(f"method {cfg.method} needs the classifier's feature size")
-        return spec.build(cfg, feature_dim, num_classes)
-    return spec.build(cfg)
+    if spec.generative and generative_model is None:
+        raise ValueError(f"method {cfg.method} needs a generative model")
+    if spec.needs_features and (feature_dim is None or num_classes is None):
+        raise ValueError(f"method {cfg.method} needs the classifier's feature size")
+    return spec.build(cfg, BuildContext(generative_model, feature_dim, num_classes))
 
 
 def _search(cfg) -> dict:
@@ -100,15 +100,10 @@ def _vat(cfg):
     return VAT(**_search(cfg))
 
 
-def _entropy(cfg):
-    del cfg
-    return Entropy()
-
-
-register(MethodSpec("baseline", lambda cfg: [], "cross-entropy on the labeled batch only",
+register(MethodSpec("baseline", lambda cfg, ctx: [], "cross-entropy on the labeled batch only",
                     uses_unlabeled=False))
-register(MethodSpec("vat", lambda cfg: [_vat(cfg)], "CE + input-space VAT (vat_tf)"))
-register(MethodSpec("vatent", lambda cfg: [_vat(cfg), _entropy(cfg)],
+register(MethodSpec("vat", lambda cfg, ctx: [_vat(cfg)], "CE + input-space VAT (vat_tf)"))
+register(MethodSpec("vatent", lambda cfg, ctx: [_vat(cfg), Entropy()],
                     "CE + VAT + entropy minimisation (vat_tf vatent)"))
 
 
@@ -117,8 +112,8 @@ register(MethodSpec("vatent", lambda cfg: [_vat(cfg), _entropy(cfg)],
 LVAT_VAE_EPSILON = {"svhn": 1.5, "cifar10": 1.0}
 
 
-def _lvat_vae(cfg, vae):
-    return [LVATVAE(vae, reference=cfg.lvat_reference, **_search(cfg))]
+def _lvat_vae(cfg, ctx):
+    return [LVATVAE(ctx.generative_model, reference=cfg.lvat_reference, **_search(cfg))]
 
 
 register(MethodSpec("lvat_vae", _lvat_vae, "CE + VAT in the latent space of a frozen VAE "
@@ -131,8 +126,8 @@ register(MethodSpec("lvat_vae", _lvat_vae, "CE + VAT in the latent space of a fr
 LVAT_GLOW_EPSILON = {"svhn": 1.0, "cifar10": 1.0}
 
 
-def _lvat_glow(cfg, glow):
-    return [LVATGlow(glow, reference=cfg.lvat_reference, **_search(cfg))]
+def _lvat_glow(cfg, ctx):
+    return [LVATGlow(ctx.generative_model, reference=cfg.lvat_reference, **_search(cfg))]
 
 
 register(MethodSpec("lvat_glow", _lvat_glow, "CE + VAT in the latent space (y, z) of a frozen "
@@ -147,12 +142,16 @@ MAT_EPSILON = {"mnist": 2.0, "cifar10": 20.0}
 MAT_LAMBDA1 = {"cifar10": 0.01}
 
 
-def _mat(cfg, feature_dim, num_classes, center_only=False):
-    gmm = GaussianMixture(num_classes, feature_dim,
+def _mixture(cfg, ctx, center_only=False):
+    """MAT's Gaussian mixture over the classifier's features (identity covariance: center loss)."""
+    return GaussianMixture(ctx.num_classes, ctx.feature_dim,
                           covariance="identity" if center_only else cfg.mat_covariance,
                           alpha=cfg.mat_alpha, beta=cfg.mat_beta,
                           min_variance=cfg.mat_min_variance, name="gmm")
-    return [MAT(gmm, lambda1=0.0 if center_only else cfg.mat_lambda1,
+
+
+def _mat(cfg, ctx, center_only=False):
+    return [MAT(_mixture(cfg, ctx, center_only), lambda1=0.0 if center_only else cfg.mat_lambda1,
                 lambda2=cfg.mat_lambda2, smoothness=cfg.mat_smoothness,
                 name="center_loss" if center_only else "mat_loss", **_search(cfg))]
 
@@ -160,6 +159,25 @@ def _mat(cfg, feature_dim, num_classes, center_only=False):
 register(MethodSpec("mat", _mat, "CE + MAT: output + Gaussian-mixture manifold smoothness "
                     "under the adversarial r, + the information regulariser",
                     epsilon_defaults=lambda ds, aug: MAT_EPSILON.get(ds), needs_features=True))
-register(MethodSpec("center_loss", lambda cfg, d, m: _mat(cfg, d, m, center_only=True),
+register(MethodSpec("center_loss", lambda cfg, ctx: _mat(cfg, ctx, center_only=True),
                     "CE + center loss (MAT's information term with identity covariance)",
                     uses_unlabeled=False, needs_features=True))
+
+
+def _latent_mat(cfg, ctx, searcher):
+    return [LatentMAT(_mixture(cfg, ctx), lambda1=cfg.mat_lambda1, lambda2=cfg.mat_lambda2,
+                      smoothness=cfg.mat_smoothness, latent=searcher(ctx.generative_model,
+                                                                     **_search(cfg)),
+                      **_search(cfg))]
+
+
+register(MethodSpec("lvat_vae_mat", lambda cfg, ctx: _latent_mat(cfg, ctx, LVATVAE),
+                    "CE + MAT's smoothness with x_adv from a frozen VAE's latent space + MAT's "
+                    "information term (ours)",
+                    epsilon_defaults=lambda ds, aug: LVAT_VAE_EPSILON.get(ds, 1.0),
+                    input_scaling="unit", generative="vae", needs_features=True))
+register(MethodSpec("lvat_glow_mat", lambda cfg, ctx: _latent_mat(cfg, ctx, LVATGlow),
+                    "CE + MAT's smoothness with x_adv from a frozen Glow's latent space + MAT's "
+                    "information term (ours)",
+                    epsilon_defaults=lambda ds, aug: LVAT_GLOW_EPSILON.get(ds, 1.0),
+                    input_scaling="unit", generative="glow", needs_features=True))

@@ -1,14 +1,7 @@
 """Consistency regularisers on the unlabeled batch: VAT and entropy minimisation.
 
-A regulariser is an object with ``name``, ``needs_clean_grad`` (whether its
-loss is differentiated through the clean unlabeled pass) and
-``__call__(forward, x, clean_logits, seed, no_record=...) -> (loss, metrics)``,
-where ``forward(x')`` runs the classifier on unlabeled-space inputs in
-upstream's "batch statistics, no update, shared dropout mask" mode and
-``no_record()`` is a context manager under which the training tape records
-nothing: the search for the adversarial direction runs there, since its
-result is a constant of the loss (upstream's stop_gradient), so recording it
-would only cost memory and time.
+Both are :class:`~lvat_tf.regularizers.base.Regularizer` subclasses (the
+interface, ``forward`` and ``no_record`` are described there).
 """
 import contextlib
 import dataclasses
@@ -16,6 +9,7 @@ import dataclasses
 import tensorflow as tf
 
 from lvat_tf.losses import entropy_from_logits, kl_divergence_with_logits
+from lvat_tf.regularizers.base import Regularizer
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
 from lvat_tf import distribute
 
@@ -45,7 +39,7 @@ def vat_loss(forward, x, clean_logits, r):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class VAT:
+class VAT(Regularizer):
     """Input-space VAT (vat_tf ``vat.virtual_adversarial_loss``)."""
 
     epsilon: float
@@ -65,21 +59,24 @@ class VAT:
             forward, x, clean_logits, self.initial_direction(x, seed), self.epsilon, self.xi,
             self.num_power_iterations, self.power_iteration)
 
-    def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
+    def unlabeled_loss(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext,
+                       clean_features=None):
+        del clean_features
         with no_record():
             r = self.perturbation(forward, x, clean_logits, seed)
         loss = vat_loss(forward, x, clean_logits, r)
         return loss, {self.name: loss}
 
 
-@dataclasses.dataclass(frozen=True)
-class Entropy:
+@dataclasses.dataclass(frozen=True, eq=False)
+class Entropy(Regularizer):
     """Entropy minimisation on the clean unlabeled pass (vat_tf ``vatent``)."""
 
     name: str = "ent_loss"
     needs_clean_grad: bool = True
 
-    def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext):
-        del forward, x, seed, no_record
+    def unlabeled_loss(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext,
+                       clean_features=None):
+        del forward, x, seed, no_record, clean_features
         loss = entropy_from_logits(clean_logits)
         return loss, {self.name: loss}

@@ -10,6 +10,7 @@ All randomness of a step is keyed by (seed, optimizer.iterations), so a run
 resumed from a checkpoint replays the same dropout masks and directions.
 """
 import contextlib
+from typing import Dict, NamedTuple
 
 import keras
 import tensorflow as tf
@@ -22,12 +23,30 @@ from lvat_tf import distribute
 _SALT_LABELED, _SALT_UNLABELED, _SALT_REG = 11, 12, 13
 
 
+class StepLosses(NamedTuple):
+    """The losses of one step.
+
+    Attributes:
+      total: scalar, cross-entropy + every regulariser's terms.
+      xe: scalar cross-entropy on the labeled batch.
+      logits_l: (B, K) labeled logits (BN update mode).
+      regularizers: {metric name: scalar} of the regularisers' terms.
+      features_l: (B, D) labeled features (what ``update_state`` receives).
+    """
+
+    total: tf.Tensor
+    xe: tf.Tensor
+    logits_l: tf.Tensor
+    regularizers: Dict[str, tf.Tensor]
+    features_l: tf.Tensor
+
+
 class SSLModel(keras.Model):
     """Wraps a classifier with the training objective.
 
     Args:
       classifier: a :class:`lvat_tf.models.classifiers.Classifier`.
-      regularizers: list of regulariser objects (see ``regularizers/vat.py``).
+      regularizers: list of :class:`lvat_tf.regularizers.base.Regularizer`.
       seed: the run seed (int).
 
     Data: dicts {``x_l`` (B, H, W, C), ``y_l`` (B,), ``x_u`` (U, H, W, C)} for
@@ -45,7 +64,7 @@ class SSLModel(keras.Model):
         self.reg_trackers = {r.name: keras.metrics.Mean(name=r.name) for r in self.regularizers}
         # Regularisers with a labeled-batch term (MAT's information term).
         for r in self.regularizers:
-            if hasattr(r, "labeled_loss"):
+            if r.has_labeled_term:
                 self.reg_trackers[r.name + "_info"] = keras.metrics.Mean(name=r.name + "_info")
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -69,12 +88,8 @@ class SSLModel(keras.Model):
         return (fold_seed(base, _SALT_LABELED), fold_seed(base, _SALT_UNLABELED),
                 fold_seed(base, _SALT_REG))
 
-    def compute_losses(self, data, tape=None):
-        """Returns (total, xe, labeled logits, {name: loss}); see :meth:`_step_losses`."""
-        return self._step_losses(data, tape)[:4]
-
-    def _step_losses(self, data, tape=None):
-        """Returns (total, xe, labeled logits, {name: loss}, labeled features).
+    def compute_losses(self, data, tape=None) -> StepLosses:
+        """The step's :class:`StepLosses` (no update).
 
         Args:
           data: the step's batch dict.
@@ -84,7 +99,7 @@ class SSLModel(keras.Model):
         """
         no_record = tape.stop_recording if tape is not None else contextlib.nullcontext
         seed_l, seed_u, seed_r = self.step_seeds()
-        labeled_regs = [r for r in self.regularizers if hasattr(r, "labeled_loss")]
+        labeled_regs = [r for r in self.regularizers if r.has_labeled_term]
         feats_l, logits_l = self.classifier(data["x_l"], bn_mode="update", dropout_seed=seed_l,
                                             return_features=True)
         xe = cross_entropy(logits_l, data["y_l"])
@@ -94,7 +109,7 @@ class SSLModel(keras.Model):
             loss = reg.labeled_loss(feats_l, data["y_l"])
             reg_losses[reg.name + "_info"] = loss
             total = total + loss
-        unlabeled_regs = [r for r in self.regularizers if getattr(r, "uses_unlabeled", True)]
+        unlabeled_regs = [r for r in self.regularizers if r.uses_unlabeled]
         if unlabeled_regs:
             x_u = data["x_u"]
 
@@ -102,7 +117,7 @@ class SSLModel(keras.Model):
                 return self.classifier(x, bn_mode="batch", dropout_seed=seed_u,
                                        return_features=features)
 
-            want_feats = any(getattr(r, "needs_features", False) for r in unlabeled_regs)
+            want_feats = any(r.needs_features for r in unlabeled_regs)
             grad_clean = any(r.needs_clean_grad for r in unlabeled_regs)
             with (contextlib.nullcontext() if grad_clean else no_record()):
                 feats_u, clean = forward(x_u, features=True) if want_feats \
@@ -110,29 +125,28 @@ class SSLModel(keras.Model):
             for i, reg in enumerate(self.regularizers):
                 if reg not in unlabeled_regs:
                     continue
-                extra = ({"clean_features": tf.stop_gradient(feats_u)}
-                         if getattr(reg, "needs_features", False) else {})
-                loss, _ = reg(forward, x_u, clean if reg.needs_clean_grad
-                              else tf.stop_gradient(clean), fold_seed(seed_r, i),
-                              no_record=no_record, **extra)
+                loss, _ = reg.unlabeled_loss(
+                    forward, x_u, clean if reg.needs_clean_grad else tf.stop_gradient(clean),
+                    fold_seed(seed_r, i), no_record=no_record,
+                    clean_features=(tf.stop_gradient(feats_u) if reg.needs_features else None))
                 reg_losses[reg.name] = loss
                 total = total + loss
-        return total, xe, logits_l, reg_losses, feats_l
+        return StepLosses(total, xe, logits_l, reg_losses, feats_l)
 
     def train_step(self, data):
         variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
-            total, xe, logits_l, reg_losses, feats_l = self._step_losses(data, tape)
+            losses = self.compute_losses(data, tape)
             # Under tf.distribute each replica's losses are means over its slice
             # and Keras sums the replicas' gradients: 1/R makes that the
             # gradient of the global-batch mean (distribute.py).
-            scaled = total / tf.cast(distribute.num_replicas(), total.dtype)
+            scaled = losses.total / tf.cast(distribute.num_replicas(), losses.total.dtype)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply(grads, variables)
-        for reg in self.regularizers:
-            if hasattr(reg, "update_state"):  # e.g. MAT's mixture, after the update
-                reg.update_state(tf.stop_gradient(feats_l), data["y_l"])
-        self._update_metrics(total, xe, logits_l, data["y_l"], reg_losses)
+        for reg in self.regularizers:  # e.g. MAT's mixture, after the update
+            reg.update_state(tf.stop_gradient(losses.features_l), data["y_l"])
+        self._update_metrics(losses.total, losses.xe, losses.logits_l, data["y_l"],
+                             losses.regularizers)
         return self._results(self.metrics)
 
     def _results(self, metrics):

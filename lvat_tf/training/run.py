@@ -357,7 +357,7 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         model.compile(optimizer=opt, jit_compile=cfg.jit_compile)
         opt.build(clf.trainable_variables)
         state = {f"{i}/{v.path}": v for i, r in enumerate(regs)
-                 for v in getattr(r, "variables", [])}
+                 for v in r.variables}
         # Multi-worker: every worker saves (saving is collective), the chief
         # into the run directory, the others into a scratch directory.
         save_dir = ckpt_dir if chief else os.path.join(

@@ -1,0 +1,104 @@
+"""The regulariser interface ``SSLModel`` calls: every hook declared, each with a no-op default.
+
+A method is a list of regularisers (``methods.py``); one training step calls,
+for each of them and in this order:
+
+1. ``labeled_loss(features_l, y_l)`` when ``has_labeled_term`` (MAT's
+   information term), added to the loss and logged as ``<name>_info``;
+2. ``unlabeled_loss(forward, x_u, clean_logits, seed, no_record,
+   clean_features)`` when ``uses_unlabeled``, added and logged as ``<name>``;
+3. after the optimizer step, ``update_state(features_l, y_l)`` (MAT's
+   mixture moving averages).
+
+``variables`` are checkpointed with the run. ``forward(x', features=False)``
+runs the classifier on unlabeled-space inputs in upstream's "batch
+statistics, no update, shared dropout mask" mode (with ``features=True`` it
+returns (features, logits)); ``no_record()`` is a context manager under which
+the training tape records nothing: the search for the adversarial direction
+runs there, since its result is a constant of the loss (upstream's
+stop_gradient), so recording it would only cost memory and time.
+"""
+import contextlib
+import dataclasses
+from typing import Dict, List, Optional, Tuple
+
+import tensorflow as tf
+
+
+class Regularizer:
+    """Base class of every regulariser; subclasses override what they use.
+
+    Class attributes (subclass dataclasses may turn them into fields):
+      name: the metric name of the unlabeled term.
+      needs_clean_grad: the loss is differentiated through the clean unlabeled
+        logits (entropy minimisation); otherwise they arrive gradient-stopped
+        and the clean pass runs unrecorded.
+      needs_features: the unlabeled term takes the clean pass's features (MAT).
+      has_labeled_term: :meth:`labeled_loss` contributes.
+    """
+
+    name: str = "regularizer"
+    needs_clean_grad: bool = False
+    needs_features: bool = False
+    has_labeled_term: bool = False
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether :meth:`unlabeled_loss` runs (False: the unlabeled batch is not needed)."""
+        return True
+
+    @property
+    def variables(self) -> List[tf.Variable]:
+        """State checkpointed with the run (MAT's mixture); none by default."""
+        return []
+
+    def labeled_loss(self, features_l: tf.Tensor, y_l: tf.Tensor) -> tf.Tensor:
+        """A term on the labeled batch: features (B, D), labels (B,) -> scalar."""
+        del features_l, y_l
+        return tf.constant(0.0)
+
+    def unlabeled_loss(self, forward, x: tf.Tensor, clean_logits: tf.Tensor, seed: tf.Tensor,
+                       no_record=contextlib.nullcontext,
+                       clean_features: Optional[tf.Tensor] = None
+                       ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+        """The term on the unlabeled batch.
+
+        Args:
+          forward: the classifier in perturbed-pass mode (module docstring).
+          x: (U, H, W, C) unlabeled inputs.
+          clean_logits: (U, K) the clean pass (gradient-stopped unless
+            ``needs_clean_grad``).
+          seed: (2,) int64 stateless seed of this regulariser in this step.
+          no_record: context manager pausing the training tape.
+          clean_features: (U, D) the clean pass's features when ``needs_features``.
+
+        Returns:
+          (scalar loss, {metric name: scalar}).
+        """
+        del forward, x, clean_logits, seed, no_record, clean_features
+        zero = tf.constant(0.0)
+        return zero, {self.name: zero}
+
+    def update_state(self, features_l: tf.Tensor, y_l: tf.Tensor) -> None:
+        """After the optimizer step, with the labeled pass's features (B, D) and labels (B,)."""
+        del features_l, y_l
+
+    def __call__(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext,
+                 clean_features=None):
+        return self.unlabeled_loss(forward, x, clean_logits, seed, no_record=no_record,
+                                   clean_features=clean_features)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+    """What a method's regularisers may need beyond the config: ``MethodSpec.build(cfg, ctx)``.
+
+    Attributes:
+      generative_model: the frozen VAE / Glow (LVAT methods), else None.
+      feature_dim: the classifier's feature size (D of its last hidden layer).
+      num_classes: K.
+    """
+
+    generative_model: object = None
+    feature_dim: Optional[int] = None
+    num_classes: Optional[int] = None
