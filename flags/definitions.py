@@ -6,6 +6,8 @@ Flags whose upstream default depends on the dataset or the method
 and our ``model``) default to None here and are resolved, and logged, by
 ``lvat_tf.config.make_config``.
 """
+import dataclasses
+
 from absl import flags
 
 #: vat_tf flag -> default, for flags with a fixed default (tests assert these).
@@ -183,25 +185,13 @@ def define_flags(script: str = "train") -> None:
     _DEFINED.add("dataset")
 
 
-_FIELDS = ("dataset", "data_dir", "dataset_seed", "num_labeled_examples", "num_valid_examples",
-           "validation", "aug_trans", "aug_flip", "zca", "tfds_download", "model", "keep_prob_hidden",
-           "lrelu_a", "top_bn", "bn_stats_decay_factor", "method", "epsilon", "xi",
-           "num_power_iterations", "power_iteration", "generative_model_dir",
-           "vae_num_epochs", "glow_train_steps", "lvat_reference", "mat_lambda1", "mat_lambda2",
-           "mat_covariance", "mat_smoothness", "mat_alpha", "mat_beta", "mat_min_variance",
-           "jit_compile",
-           "mixed_precision", "distribution_strategy", "num_cpu_devices",
-           "batch_size", "ul_batch_size",
-           "eval_batch_size", "eval_freq", "num_epochs", "epoch_decay_start",
-           "num_iter_per_epoch", "learning_rate", "mom1", "mom2", "log_dir", "seed",
-           "num_eval_examples", "finetune_batch_size", "finetune_iter")
-
-
 def flag_values(FLAGS) -> dict:
     """The config fields from parsed flags, with LVAT spellings folded in."""
-    from lvat_tf.config import ConfigError
+    from lvat_tf.config import Config, ConfigError
 
-    values = {k: FLAGS[k].value for k in _FIELDS}
+    # Every Config field is a flag of the same name (tests/test_flags.py holds
+    # the defaults equal): the field list is the dataclass's, kept nowhere else.
+    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)}
     # The budget flags keep upstream's defaults; not given, they are resolved
     # per dataset (digits is scaled; DatasetDefaults.budget in lvat_tf/data/registry.py).
     for k in ("num_epochs", "epoch_decay_start", "num_iter_per_epoch"):

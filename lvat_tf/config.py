@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from absl import logging
 
 
+from lvat_tf import files
 from lvat_tf.data import registry as data_registry
 from lvat_tf.distribute import STRATEGIES
 from lvat_tf.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
@@ -304,25 +305,15 @@ def validate(cfg: Config) -> None:
                           f"{cfg.glow_train_steps}")
     if cfg.vae_num_epochs < 1:
         raise ConfigError("vae_num_epochs", f"expected >= 1, got {cfg.vae_num_epochs}")
-    if cfg.generative_model_dir:
-        if os.path.islink(cfg.generative_model_dir.rstrip("/")):
-            raise ConfigError("generative_model_dir", f"{cfg.generative_model_dir} is a symbolic "
-                              "link; give the real directory")
-        if not os.path.isdir(cfg.generative_model_dir):
-            raise ConfigError("generative_model_dir", f"{cfg.generative_model_dir} is not a "
-                              "directory")
-    if cfg.data_dir and spec.needs_files and os.path.exists(cfg.data_dir) and \
-            not os.path.isdir(cfg.data_dir):
-        raise ConfigError("data_dir", f"{cfg.data_dir} is not a directory")
+    # No file-system checks here (validation is pure): --data_dir is checked where
+    # the data is opened (data/registry.py), --generative_model_dir where the
+    # model is loaded (generative/model_dir.py).
 
 
 def save_config(cfg: Config, log_dir: str) -> str:
     os.makedirs(log_dir, exist_ok=True)
     path = os.path.join(log_dir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(cfg.to_json())
-    os.replace(tmp, path)
+    files.write_text_atomic(path, cfg.to_json())
     return path
 
 

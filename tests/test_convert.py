@@ -8,7 +8,6 @@ import tensorflow as tf
 from conftest import run_script, shared_path
 from lvat_tf.generative import model_dir
 from lvat_tf.trained import load_trained_classifier
-from lvat_tf.training import run
 from lvat_tf.upstream import convert, fixtures
 
 

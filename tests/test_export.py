@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import run_script, tiny_config
 from lvat_tf.data.preprocessing import Preprocessor, fit_zca, scale
 from lvat_tf.export import InGraphPreprocessing
+from lvat_tf.trained import load_trained_classifier
 from lvat_tf.training import run
 
 
@@ -55,7 +56,7 @@ def test_export_script_serves_what_the_keras_model_predicts(trained_run):
     p = run_script("export.py", f"--log_dir={root / 'run'}", f"--export_dir={root / 'exp'}",
                    "--version=2", "--nofinetune_bn")
     assert p.returncode == 0, p.stderr[-2000:]
-    cfg, clf, data, _ = run.load_trained_classifier(str(root / "run"))
+    cfg, clf, data, _ = load_trained_classifier(str(root / "run"))
     raw = np.random.RandomState(1).randint(0, 256, (5,) + data.spec.image_shape).astype(np.uint8)
     logits = clf(tf.constant(data.preprocessor(raw)), bn_mode="moving").numpy()
     np.save(root / "raw.npy", raw)

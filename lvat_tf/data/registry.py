@@ -175,6 +175,9 @@ def load_arrays(spec: DatasetSpec, data_dir: Optional[str], tfds_download: bool 
     """Loads ``(x_train uint8 NHWC, y_train, x_test, y_test)`` for a dataset."""
     if spec.loader is not None:
         arrays = spec.loader()
+    elif data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        # Checked here, where the files are opened (Config.validate touches no files).
+        raise DataError(f"--data_dir: {data_dir} is not a directory")
     elif data_dir and spec.has_raw(data_dir):
         logging.info("Loading %s from the canonical files in %s", spec.name, data_dir)
         arrays = spec.load_raw(data_dir)

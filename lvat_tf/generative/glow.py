@@ -43,7 +43,7 @@ Images of another size are padded to 32x32 by the data pipeline (MNIST: 2 px
 of black on each side), as for the VAE; the flow itself accepts any H, W
 divisible by 2**L.
 """
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import keras
 import numpy as np

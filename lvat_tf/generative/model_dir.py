@@ -13,6 +13,8 @@ import os
 
 import tensorflow as tf
 
+from lvat_tf import files
+
 from lvat_tf.generative.glow import Glow
 from lvat_tf.generative.vae import VAE
 
@@ -36,10 +38,8 @@ def build(kind: str, arch: dict, image_shape):
 
 
 def write_json(path: str, obj) -> None:
-    """Writes JSON atomically."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    """Writes JSON atomically (lvat_tf.files)."""
+    files.write_json_atomic(path, obj)
 
 
 def read_json(path: str, default=None):
@@ -63,6 +63,8 @@ def load(model_dir: str, expect: dict = None):
     if os.path.islink(model_dir.rstrip("/")):
         raise GenerativeModelError(f"--generative_model_dir: {model_dir} is a symbolic link; "
                                    "give the real directory")
+    if not os.path.isdir(model_dir):
+        raise GenerativeModelError(f"--generative_model_dir: {model_dir} is not a directory")
     meta_path = os.path.join(model_dir, META)
     if not os.path.isfile(meta_path) or not os.path.isfile(os.path.join(model_dir, WEIGHTS)):
         raise GenerativeModelError(f"--generative_model_dir: {model_dir} holds no {META} and "

@@ -34,15 +34,15 @@ they recovered (``final`` is None); the epsilon-2 run that ended at 59.6 %
 error ended at 0.55.
 """
 import dataclasses
-import json
 import math
-import os
 from typing import Dict, List, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+
+from lvat_tf import files
 
 #: Labeled accuracy from which the labels count as fitted.
 FIT_ACCURACY = 0.9
@@ -235,7 +235,5 @@ class CollapseMonitor(keras.callbacks.Callback):
             self.record.step, self.record.epoch, self.record.message = step, epoch + 1, msg
             logging.warning(msg)
         if self.save_path:
-            tmp = self.save_path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(self.record.to_dict(), f, indent=1)
-            os.replace(tmp, self.save_path)
+            files.write_json_atomic(self.save_path, self.record.to_dict(), indent=1,
+                                    sort_keys=False)

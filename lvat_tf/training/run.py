@@ -15,7 +15,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -317,16 +316,20 @@ def train_and_evaluate(cfg, verbose="auto"):
     # Nothing is written to LOG_DIR before the data has loaded: a bad --data_dir
     # or a broken file leaves no half-made run directory behind.
     data = pipeline.load_ssl_data(cfg, prep, spec.input_needs(cfg.zca))
+    generative = None
+    # The generative model stays float32 (built before the mixed policy is set).
+    # A given one is loaded (and checked) before LOG_DIR is written, too.
+    if spec.generative and cfg.generative_model_dir:
+        with strategy.scope():
+            generative = generative_model_for(cfg, data, spec.generative)
     os.makedirs(cfg.log_dir, exist_ok=True)
     if chief:
         if prep is None:
             data.preprocessor.save(prep_path)
         files.write_text_atomic(os.path.join(cfg.log_dir, "config.json"), cfg.to_json())
-
-    # The generative model stays float32 (built before the mixed policy is set).
-    with strategy.scope():
-        generative = generative_model_for(cfg, data, spec.generative) if spec.generative \
-            else None
+    if spec.generative and generative is None:  # trained into LOG_DIR/generative first
+        with strategy.scope():
+            generative = generative_model_for(cfg, data, spec.generative)
     with mixed_precision_policy(cfg.mixed_precision):
         return _train(cfg, strategy, chief, data, spec, generative, t_start, verbose)
 
