@@ -128,12 +128,12 @@ def define_flags(script: str = "train") -> None:
     d.DEFINE_float("mat_min_variance", 1.0, "MAT: absolute floor added to the mixture's "
                    "variances; bounds the information term, which otherwise grows without "
                    "limit as features shrink. Default 1.0: the only MAT setting measured to "
-                   "train (README 'MAT'); 0 = the paper's form. [ours]")
+                   "train (docs/results.md 'MAT'); 0 = the paper's form. [ours]")
     d.DEFINE_enum("mat_covariance", "full", ["full", "diagonal", "identity"], "MAT: covariance "
                   "of the per-class Gaussians (identity = center loss). [ours]")
     d.DEFINE_enum("mat_smoothness", "plain", ["log", "plain"], "MAT: the plain mean S "
                   "(default: measured to train) or the paper's mean log S (Eq. 13; collapsed "
-                  "Lenet++ within 400 updates here, README 'MAT'). [ours]")
+                  "Lenet++ within 400 updates here, docs/results.md 'MAT'). [ours]")
     d.DEFINE_float("mat_alpha", 0.99, "MAT: moving-average decay of the covariances "
                    "(Algorithm 1's alpha; not given in the paper). [ours]")
     d.DEFINE_float("mat_beta", 0.9, "MAT / center loss: moving-average decay of the means "

@@ -90,11 +90,11 @@ class Config:
     vae_num_epochs: int | None = None
     glow_train_steps: int | None = None
     lvat_reference: str = "input"
-    # MAT / center loss (MAT paper; README "MAT" for the choices)
+    # MAT / center loss (MAT paper; docs/methods.md "MAT" for the choices)
     mat_lambda1: float | None = None
     mat_lambda2: float = 0.1
     mat_covariance: str = "full"
-    # Defaults: the only MAT setting measured to train here (README "MAT");
+    # Defaults: the only MAT setting measured to train here (docs/methods.md "MAT");
     # the paper's form is mat_smoothness="log", mat_min_variance=0.
     mat_smoothness: str = "plain"
     mat_alpha: float = 0.99

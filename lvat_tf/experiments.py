@@ -138,7 +138,7 @@ def render_table(description: str, rows: List[dict]) -> str:
                      f"{_fmt(r['ms_per_step'], 1)} | {_fmt(r['generative_minutes'])} |\n")
     return (f"{description}\n\n" + head + "".join(lines) +
             "\n*ms/step = fit wall time (incl. periodic evaluation) / updates; CPU min counts "
-            "all threads of the process; (C) = collapsed at the end of the run (README, 'Collapse "
+            "all threads of the process; (C) = collapsed at the end of the run (docs/running.md, 'Collapse "
             "detection'); a run not trained this session keeps its earlier times (- = unknown).\n"
             "**training time of the generative model (wall min; included in the times of the "
             "run that trained it).\n")

@@ -1,10 +1,10 @@
 """What a timing was measured on: CPU model and ISA flags, cores, oneDNN, versions, GPUs.
 
-Every benchmark row carries this (README "Step time"): statements such as
+Every benchmark row carries this (docs/results.md "Step time"): statements such as
 "bfloat16 is slower here" hold for a kind of CPU, not in general. On x86 the
 relevant flags are AMX (``amx_bf16``, ``amx_tile``), AVX-512 BF16/FP16 and
 AVX2/FMA; bfloat16 convolutions ran 3-5x faster than float32 on AMX CPUs and
-slower on CPUs without BF16 instructions (measured, README).
+slower on CPUs without BF16 instructions (measured, docs/results.md).
 """
 import os
 import platform
@@ -78,7 +78,7 @@ def one_line(hw: dict) -> str:
 def bfloat16_warning(have_gpu: bool = False):
     """The one-line warning for --mixed_precision on a CPU without bfloat16 instructions, or None.
 
-    Measured on such a CPU (2 cores, no avx512_bf16/amx_bf16; README "Step time"): bfloat16
+    Measured on such a CPU (2 cores, no avx512_bf16/amx_bf16; docs/results.md "Step time"): bfloat16
     matmul 160 vs 227 GFLOP/s float32, 3x3 conv fwd+bwd 190 vs 347, Conv-Large VAT step
     11.8 s vs 5.9 s — oneDNN emulates bfloat16 there.
     """

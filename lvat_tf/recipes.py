@@ -45,7 +45,7 @@ def register(recipe: Recipe) -> Recipe:
 # CPU cores. epsilon 5.0 = the VAT authors' MNIST-100 value. No decay phase:
 # measured here, vat_tf's CIFAR/SVHN schedule (linear lr decay with beta1 ->
 # 0.5 over the last third) *raised* the MLP's MNIST-100 test error from 3.9 %
-# to 11.0 % during the decay (README, "Measured results").
+# to 11.0 % during the decay (docs/results.md).
 register(Recipe(
     name="mnist100",
     description="MNIST-100, MLP 784-1200-600-300-150-10, 16k updates at constant lr (scaled)",
@@ -75,7 +75,7 @@ register(Recipe(
     robustness=("fgsm", "l2"),
 ))
 
-# The training-dynamics study (README "Training dynamics"): MNIST-100 on 4,000
+# The training-dynamics study (docs/results.md "Training dynamics"): MNIST-100 on 4,000
 # updates (10 x 400, constant lr 1e-3, batches 32/128), the budget on which the
 # issue's minimal instrument (../shared/tools/minimal_vat_mlp.py) was bistable
 # at epsilon 2. Each variant changes one setting; run it with --seeds=5 so that
@@ -121,7 +121,7 @@ register(Recipe(
     ),
 ))
 
-# The decay phase (README "Training dynamics"): mnist100_4k's VAT at epsilon 5
+# The decay phase (docs/results.md "Training dynamics"): mnist100_4k's VAT at epsilon 5
 # with vat_tf's schedule over the last half (lr -> 0 linearly from update
 # 2,000), with beta1 switched to 0.5 as vat_tf (mom2 = 0.5) or kept at 0.9.
 # Batches, directions and dropout are functions of (seed, step), so each run
@@ -161,7 +161,7 @@ register(Recipe(
         ("mat_diag_plain", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
                                 mat_smoothness="plain", mat_covariance="diagonal",
                                 mat_min_variance=0.0)),
-        # The plain term with a variance floor on the mixture (README "MAT": the
+        # The plain term with a variance floor on the mixture (docs/results.md "MAT": the
         # runs above collapsed as the information term grew without bound).
         ("mat_floor", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
                            mat_smoothness="plain", mat_min_variance=1.0)),
@@ -183,7 +183,7 @@ register(Recipe(
 ))
 
 # CIFAR-10 with 4,000 labels (LVAT Table 3's SSL column, no ZCA, no
-# augmentation), scaled to a 2-core CPU (README "CIFAR-10 at CPU scale"):
+# augmentation), scaled to a 2-core CPU (docs/results.md "CIFAR-10 with 4,000 labels"):
 # - classifier: Conv-Large's layers at a quarter of its widths (32-64-128 /
 #   128-64-32; BN, dropout 0.5, lrelu 0.1 as Table 1), about 1/16 of its FLOPs;
 # - batches 32 labeled / 64 unlabeled (the paper: 32 / 128): the unlabeled
@@ -192,7 +192,7 @@ register(Recipe(
 #   third with beta1 -> 0.5 (the paper's schedule shape; it trained 200,000);
 # - float32 and vat_tf's finite-difference direction: on this classifier the
 #   bfloat16 step (which forces the exact power iteration) was *slower*
-#   (VAT 862 vs 779 ms, LVAT-VAE 1,693 vs 806 ms on an AMX Xeon; README);
+#   (VAT 862 vs 779 ms, LVAT-VAE 1,693 vs 806 ms on an AMX Xeon; docs/results.md);
 # - epsilon: VAT 10.0 (the LVAT authors' CIFAR-10 value without augmentation),
 #   LVAT-VAE and LVAT-Glow 1.0 (the paper's grid searches);
 # - the generative models are trained once on the 50,000 training images and

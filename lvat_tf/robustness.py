@@ -7,7 +7,7 @@
 Epsilons are in the classifier's input space (after the run's scaling, and
 ZCA for CIFAR-10): vat_tf inputs span [-0.5, 0.5], LVAT inputs [0, 1]. The
 adversarial inputs are not clipped to a pixel range (ZCA space has none);
-the README says so next to the numbers. BN in inference mode, no dropout.
+docs/results.md says so next to the numbers. BN in inference mode, no dropout.
 """
 import json
 import os

@@ -5,7 +5,7 @@
 
 Writes OUTPUT_DIR/robustness_<attack>.json (per run: epsilons, accuracy) and
 OUTPUT_DIR/robustness_<attack>.png (one curve per run). Epsilons are in each
-model's input space (README, "MAT"). --embedding also writes
+model's input space (docs/methods.md, "MAT"). --embedding also writes
 OUTPUT_DIR/embedding_<run>.png for models with a 2-d last hidden layer
 (Lenet++; the MAT paper's Fig. 2).
 """

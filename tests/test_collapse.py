@@ -73,7 +73,7 @@ def test_monitor_warns_once_naming_the_flag_and_records(tmp_path, method, flag):
 
 
 def test_a_run_made_to_collapse_is_detected_and_recorded(tmp_path):
-    """MNIST-100, VAT at epsilon 0.3 (README 'Training dynamics'): fits the 100 labels,
+    """MNIST-100, VAT at epsilon 0.3 (docs/results.md 'Training dynamics'): fits the 100 labels,
     near-uniform elsewhere."""
     from lvat_tf.config import make_config
     from lvat_tf.training import run

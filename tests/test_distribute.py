@@ -4,7 +4,7 @@ Each run is a fresh process (tests/helpers/train_and_dump.py): logical CPU
 devices and multi-worker strategies must be set up before TensorFlow starts.
 The exact power iteration is used: at upstream's xi = 1e-6 the
 finite-difference direction is float32 rounding noise on any device count
-(README "Distributed training").
+(docs/distributed.md).
 """
 import json
 import os

@@ -255,8 +255,8 @@ _MNIST_FILES = ", ".join(raw.MNIST_FILES)
 #   ``train.py --dataset=digits --method=M`` ends within about 10 minutes on 2
 #   CPU cores for every method, generative-model training included (estimated
 #   from measured step times; slowest: LVAT-Glow, 165 s of Glow training +
-#   1,500 x 250 ms, README "Offline use"); no decay phase, which raised the
-#   MNIST-100 error in both the port and the minimal instrument (README).
+#   1,500 x 250 ms, docs/data.md "Offline use"); no decay phase, which raised the
+#   MNIST-100 error in both the port and the minimal instrument (docs/results.md).
 _SMALL_GLOW = (("num_levels", 3), ("num_steps", 4), ("width", 32), ("train_steps", 1500))
 _MNIST_DEFAULTS = dict(num_labeled=100, model="mlp", vat_epsilon=(5.0, 5.0), glow=_SMALL_GLOW,
                        vae_epochs=10, vae_widths=(32, 64, 128))

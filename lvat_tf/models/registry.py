@@ -59,7 +59,7 @@ register("conv_large_half")(_conv(((64,) * 3, (128,) * 3), (256, 128, 64), "conv
 register("conv_large_quarter")(_conv(((32,) * 3, (64,) * 3), (128, 64, 32),
                                      "conv_large_quarter"))
 # VAT paper (Miyato et al., TPAMI 2018), Table 6, CIFAR-10 variant: 96x3 / 192x3 /
-# 192 valid / 192 1x1 / 192 1x1, GAP, dense 192->10. Our reading, see README.
+# 192 valid / 192 1x1 / 192 1x1, GAP, dense 192->10. Our reading, see docs/models.md.
 register("conv_small")(_conv(((96,) * 3, (192,) * 3), (192, 192, 192), "conv_small"))
 # The same paper's SVHN variant: 64x3 / 128x3 / 128 valid / 128 / 128, dense 128->10.
 register("conv_small_svhn")(_conv(((64,) * 3, (128,) * 3), (128, 128, 128), "conv_small_svhn"))

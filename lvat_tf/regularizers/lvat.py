@@ -31,7 +31,7 @@ from lvat_tf.distribute import replica_random
 
 #: ``--lvat_reference``: the clean target of the KL. ``input`` = upstream's
 #: p(y|x); ``reconstruction`` = p(y|Dec(Enc(x))), under which the term is
-#: exactly zero at r = 0 (ours; README "LVAT", "Training dynamics").
+#: exactly zero at r = 0 (ours; docs/methods.md "LVAT", docs/results.md "Training dynamics").
 REFERENCES = ("input", "reconstruction")
 
 

@@ -19,14 +19,14 @@ uniform prior over components. From it:
   term being the paper's mean_i log S_i (``--mat_smoothness=log``) or the
   plain mean_i S_i (``plain``).
 
-Choices where the paper is silent or ambiguous (README, "MAT"):
+Choices where the paper is silent or ambiguous (docs/methods.md, "MAT"):
 * Algorithm 1 averages ``X^T X / N``; we average the *centred* class scatter
   (a covariance, not a second moment), and a class seen for the first time
   starts from its batch mean and ``alpha * I + (1 - alpha) * scatter``.
 * Conditioning: the covariance used is ``Sigma + (ridge * tr(Sigma)/D + 1e-6 + v0) I``
   (full), ``max(var, ridge * mean(var) + 1e-6 + v0)`` (diagonal); ridge = 1e-2,
   v0 = ``--mat_min_variance`` (the paper: 0; the run default 1.0, the only
-  setting measured to train here, see the README for why a floor is needed).
+  setting measured to train here, see docs/results.md for why a floor is needed).
 * log S_i uses ``log(max(S_i, 0) + 1e-8)``: S_i is 0 where the perturbation
   changes nothing (e.g. an untrained mixture), and rounding makes it slightly
   negative there.

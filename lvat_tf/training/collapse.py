@@ -2,7 +2,7 @@
 
 Consistency regularisers have a trivial minimum: a function that is constant
 around every unlabeled point has zero VAT/LVAT/MAT loss. Measured on MNIST-100
-(README "Training dynamics"), small epsilon, LVAT's reconstruction gap and
+(docs/results.md "Training dynamics"), small epsilon, LVAT's reconstruction gap and
 MAT's log smoothness term drove the MLP there: 100 % accuracy on the 100
 labeled images, near-uniform or single-class predictions on every other image.
 The test error alone does not say *why* a run is bad; these statistics do.
@@ -24,7 +24,7 @@ unlabeled predictions are near-uniform (normalized entropy >= 0.5) or
 concentrated on few classes (the top class takes >= 50 % of the images, or
 fewer than K/3 effective classes; the data sets here have balanced classes).
 
-Thresholds, from the MNIST-100 runs of README "Training dynamics" (4,000
+Thresholds, from the MNIST-100 runs of docs/results.md "Training dynamics" (4,000
 updates, the monitor at 2,000 and 4,000): VAT at epsilon 0.3 (72 % test error)
 had normalized entropy 0.71 at 800 updates and its top class took 62 % at
 1,600; epsilon-2 runs that ended at 12-16 % error had 0.12-0.15 at the end
@@ -103,7 +103,7 @@ _CAUSES = {
     "lvat": ("LVAT's reconstruction gap: with the upstream reference p(y|x) the term is "
              "KL(p(y|x) || p(y|Dec(Enc(x)))) > 0 already at r = 0 and is minimised by flat "
              "predictions: use --lvat_reference=reconstruction",
-             "--epsilon against the latent's scale (README 'LVAT': per-dimension std of z)"),
+             "--epsilon against the latent's scale (docs/methods.md 'LVAT'; a recipe's quality.json has the per-dimension std of z)"),
     "mat": ("the paper's log smoothness term (min at S = 0, reached by constant predictions): "
             "use --mat_smoothness=plain (the default)",
             "the information term is unbounded as features shrink: keep --mat_min_variance > 0 "
