@@ -15,6 +15,8 @@ from typing import Dict
 import numpy as np
 import tensorflow as tf
 
+from lvat_tf.generative.vae import bernoulli_nll
+
 #: Histogram bins of ||x - Dec(Enc(x))||_2 (images in [0, 1]).
 NUM_BINS = 30
 
@@ -54,8 +56,7 @@ def evaluate(model, kind: str, x: np.ndarray, batch_size: int = 100, seed: int =
         if kind == "vae":
             mu, _ = model.encode(xb, training=False)
             xr = model.decode(mu, training=False)
-            nll = -tf.reduce_sum(xb * tf.math.log(xr + 1e-8)
-                                 + (1 - xb) * tf.math.log(1 - xr + 1e-8), axis=[1, 2, 3])
+            nll = bernoulli_nll(xb, xr)
             latent = mu
         else:
             s = tf.constant([seed, i], tf.int64)

@@ -18,7 +18,7 @@ from lvat_tf.data import pipeline, registry
 from lvat_tf.data.preprocessing import Preprocessor
 from lvat_tf.errors import ConfigError
 from lvat_tf.generative import trainer
-from lvat_tf.generative.vae import VAE
+from lvat_tf.generative.vae import VAE, bernoulli_nll
 
 KL_WEIGHT = 0.1
 CLIP_NORM = 5.0
@@ -62,8 +62,7 @@ def vae_losses(vae, x, seed):
     eps = tf.random.stateless_truncated_normal(tf.shape(mu), seed=seed)
     z = mu + tf.exp(logsigma) * eps
     xr = vae.decode(z, training=True)
-    rec = -tf.reduce_mean(tf.reduce_sum(x * tf.math.log(xr + 1e-8)
-                                        + (1 - x) * tf.math.log(1 - xr + 1e-8), axis=[1, 2, 3]))
+    rec = tf.reduce_mean(bernoulli_nll(x, xr))
     kl = 0.5 * tf.reduce_sum(tf.square(mu) + tf.exp(2 * logsigma) - 2 * logsigma, axis=1) \
         - 0.5 * vae.latent_dim
     kl = tf.reduce_mean(tf.maximum(0.0, kl))
@@ -130,8 +129,7 @@ def train_vae(cfg: VAEConfig, verbose: bool = True):
     def test_rec(x):
         mu, _ = vae.encode(x)
         xr = vae.decode(mu)
-        return -tf.reduce_mean(tf.reduce_sum(x * tf.math.log(xr + 1e-8) + (1 - x) *
-                                             tf.math.log(1 - xr + 1e-8), axis=[1, 2, 3]))
+        return tf.reduce_mean(bernoulli_nll(x, xr))
 
     def evaluate():
         return {"rec": float(np.mean([float(test_rec(x_test[i:i + 100]))

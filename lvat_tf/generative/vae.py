@@ -20,6 +20,15 @@ LOGSIGMA_CLIP = (1e-8, 50.0)
 
 
 @keras.saving.register_keras_serializable("lvat_tf")
+
+def bernoulli_nll(x, x_rec):
+    """Per-image Bernoulli negative log-likelihood in nats (B,): LVAT's reconstruction term.
+
+    Args: x (B, H, W, C) images in [0, 1]; x_rec (B, H, W, C) decoder means in (0, 1).
+    """
+    return -tf.reduce_sum(x * tf.math.log(x_rec + 1e-8) + (1 - x) * tf.math.log(1 - x_rec + 1e-8),
+                          axis=[1, 2, 3])
+
 class VAE(keras.Model):
     """Args:
       latent_dim: size of z (upstream Z_SIZE = 128).

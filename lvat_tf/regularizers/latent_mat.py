@@ -9,13 +9,10 @@ on the labeled batch. Neither paper has this combination: it is here to show
 that a regulariser composes from the existing parts (README "Adding a method").
 The clean target is the joint at x itself (LVAT's ``input`` reference).
 """
-import contextlib
 import dataclasses
 
-import tensorflow as tf
-
 from lvat_tf.regularizers.lvat import _LatentVAT
-from lvat_tf.regularizers.mat import MAT, joint_logits, per_sample_kl, smoothness_term
+from lvat_tf.regularizers.mat import MAT
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -30,22 +27,7 @@ class LatentMAT(MAT):
 
     latent: _LatentVAT = None
 
-    def unlabeled_loss(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext,
-                       clean_features=None):
-        if self.lambda1 == 0:
-            return tf.constant(0.0), {self.name: tf.constant(0.0)}
-
-        def joint_forward(images):  # (B, H, W, C) -> joint logits (B, K*M)
-            f, lg = forward(images, features=True)
-            return joint_logits(lg, self.gmm.posterior_logits(f))
-
-        with no_record():
-            if clean_features is None:
-                clean_features, clean_logits = forward(x, features=True)
-            clean = tf.stop_gradient(joint_logits(clean_logits,
-                                                  self.gmm.posterior_logits(clean_features)))
-            x_adv = tf.stop_gradient(self.latent.adversarial_input(joint_forward, x, clean,
-                                                                   seed))
-        s = per_sample_kl(clean, joint_forward(x_adv))  # L_KL + M_KL at the latent x_adv
-        loss = self.lambda1 * smoothness_term(s, self.smoothness)
-        return loss, {self.name: loss, "smoothness": tf.reduce_mean(s)}
+    def adversarial_input(self, forward, x, clean_logits, clean_features, clean_joint, seed):
+        """Dec(latent(x) + r) from the latent searcher, run on MAT's joint KL."""
+        del clean_logits, clean_features
+        return self.latent.adversarial_input(self.joint_forward(forward), x, clean_joint, seed)

@@ -263,6 +263,25 @@ class MAT(Regularizer):
     def update_state(self, feats_l, y_l):
         self.gmm.update(feats_l, y_l)
 
+    def joint_forward(self, forward):
+        """images (B, ...) -> joint logits (B, K*M) of the classifier and the mixture."""
+        def joint(images):
+            f, lg = forward(images, features=True)
+            return joint_logits(lg, self.gmm.posterior_logits(f))
+        return joint
+
+    def adversarial_input(self, forward, x, clean_logits, clean_features, clean_joint, seed):
+        """x + r with r maximising S in input space, ||r|| = epsilon (subclasses move the search).
+
+        Args: the clean pass's logits (B, K), features (B, D) and joint logits (B, K*M).
+        """
+        del clean_joint  # mat_perturbation forms it from the logits and features
+        d = distribute.replica_random(tf.random.stateless_normal, tf.shape(x), seed, x.dtype)
+        _, r = mat_perturbation(forward, self.gmm, x, clean_logits, clean_features, d,
+                                self.epsilon, self.xi, self.num_power_iterations,
+                                self.power_iteration)
+        return x + r
+
     def unlabeled_loss(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext,
                        clean_features=None):
         if self.lambda1 == 0:
@@ -270,11 +289,10 @@ class MAT(Regularizer):
         with no_record():
             if clean_features is None:
                 clean_features, clean_logits = forward(x, features=True)
-            d = distribute.replica_random(tf.random.stateless_normal, tf.shape(x), seed, x.dtype)
-            clean, r = mat_perturbation(forward, self.gmm, x, clean_logits, clean_features, d,
-                                        self.epsilon, self.xi, self.num_power_iterations,
-                                        self.power_iteration)
-        f, lg = forward(x + r, features=True)
-        s = per_sample_kl(clean, joint_logits(lg, self.gmm.posterior_logits(f)))  # L_KL + M_KL
+            clean = tf.stop_gradient(joint_logits(clean_logits,
+                                                  self.gmm.posterior_logits(clean_features)))
+            x_adv = tf.stop_gradient(self.adversarial_input(forward, x, clean_logits,
+                                                            clean_features, clean, seed))
+        s = per_sample_kl(clean, self.joint_forward(forward)(x_adv))  # L_KL + M_KL
         loss = self.lambda1 * smoothness_term(s, self.smoothness)
         return loss, {self.name: loss, "smoothness": tf.reduce_mean(s)}
