@@ -1,7 +1,10 @@
 """Shared test fixtures: paths to ../shared, small configs, subprocess helpers."""
+import atexit
+import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -21,15 +24,55 @@ def shared_path(*parts):
     return path
 
 
+_SERVER = None
+
+
+def _forkserver():
+    """The session's fork server (tests/helpers/forkserver.py), started on first use."""
+    global _SERVER
+    if _SERVER is None or _SERVER.poll() is not None:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+                   CUDA_VISIBLE_DEVICES="")
+        _SERVER = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "tests", "helpers", "forkserver.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, env=env, cwd=ROOT)
+        if json.loads(_SERVER.stdout.readline() or "{}").get("ready") is not True:
+            raise RuntimeError("tests/helpers/forkserver.py did not start")
+        atexit.register(_SERVER.kill)
+    return _SERVER
+
+
 def run_script(name, *args, timeout=600, env=None):
-    """Runs run_scripts/<name> in a fresh process; returns CompletedProcess."""
+    """Runs run_scripts/<name> as its own process; returns a CompletedProcess.
+
+    The process is forked from a server that has TensorFlow imported already
+    (tests/helpers/forkserver.py says why that keeps the process boundary);
+    LVAT_TEST_FORKSERVER=0 runs a fresh interpreter instead.
+    """
+    script = os.path.join(ROOT, "run_scripts", name)
     e = dict(os.environ)
     e.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     e["CUDA_VISIBLE_DEVICES"] = ""
     if env:
         e.update(env)
-    return subprocess.run([sys.executable, os.path.join(ROOT, "run_scripts", name), *args],
-                          capture_output=True, text=True, timeout=timeout, env=e, cwd=ROOT)
+    argv = [sys.executable, script, *args]
+    if os.environ.get("LVAT_TEST_FORKSERVER", "1") == "0":
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=e,
+                              cwd=ROOT)
+    server = _forkserver()
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+        server.stdin.write(json.dumps({"script": script, "args": list(args), "env": e,
+                                       "cwd": ROOT, "timeout": timeout, "out": out,
+                                       "err": err}) + "\n")
+        server.stdin.flush()
+        rc = json.loads(server.stdout.readline())["rc"]
+        with open(out) as f_out, open(err) as f_err:
+            stdout, stderr = f_out.read(), f_err.read()
+    if rc == -9:
+        raise subprocess.TimeoutExpired(argv, timeout, output=stdout, stderr=stderr)
+    return subprocess.CompletedProcess(argv, rc, stdout, stderr)
 
 
 def tiny_config(log_dir="", **kw):
@@ -42,3 +85,11 @@ def tiny_config(log_dir="", **kw):
                 num_labeled_examples=20, log_dir=log_dir, epsilon=1.0)
     base.update(kw)
     return make_config(**base)
+
+
+def pytest_runtest_logreport(report):
+    """LVAT_TEST_TIMES=FILE appends each test's phase times as they finish (profiling the suite)."""
+    path = os.environ.get("LVAT_TEST_TIMES")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{report.duration:9.2f} {report.when:8s} {report.outcome:7s} {report.nodeid}\n")

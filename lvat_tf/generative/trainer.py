@@ -1,23 +1,27 @@
-"""The training loop shared by the VAE and Glow trainers.
+"""The VAE and Glow trainers' loop: Keras ``fit`` with the classifier's callbacks.
 
-What it adds to a model-specific ``train_step``:
+A model-specific ``train_step(step)`` becomes the ``train_step`` of a thin
+Keras model (:class:`_StepTrainer`) fed the step numbers as its dataset, so
+the generative models train through ``keras.Model.fit`` like the classifier
+and share its callbacks (:mod:`lvat_tf.fitting`). What a run gets:
 
-* resume: every ``period`` steps the model, optimizer and step counter go to
-  ``MODEL_DIR/checkpoints`` (tf.train, variables keyed by path); a restarted
-  run continues from the latest one, on the same data stream (the stream is a
-  stateless function of the step);
-* a NaN guard: a non-finite loss stops the run with
-  :class:`GenerativeModelError` before anything is written, so the last good
-  checkpoint (and any saved model) is kept;
-* TensorBoard scalars in ``MODEL_DIR/tb``, a Keras progress bar, absl logging;
+* resume: at the end of every ``period`` steps (one Keras epoch) the model,
+  optimizer and step counter go to ``MODEL_DIR/checkpoints`` (tf.train,
+  variables keyed by path); a restarted run continues from the latest one, on
+  the same data stream (the stream is a stateless function of the step);
+* the NaN guard: a non-finite loss stops the run with
+  :class:`GenerativeModelError`, no checkpoint is written after it and the
+  model directory is not written, so the last good checkpoint (and any saved
+  model) is kept;
+* TensorBoard scalars in ``MODEL_DIR/tb``, Keras' progress bar, absl logging,
+  ``history.json`` (period means of every loss term and the evaluation);
 * at the end, the model directory (weights + generative.json) via
   :mod:`model_dir`, and image grids (``reconstructions.png``, ``samples.png``).
 """
 import json
-import math
 import os
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import keras
 import numpy as np
@@ -25,6 +29,7 @@ import tensorflow as tf
 from absl import logging
 
 from lvat_tf import checkpointing
+from lvat_tf import fitting
 from lvat_tf.generative import model_dir as model_dir_lib
 
 
@@ -59,30 +64,116 @@ def save_grid(path: str, images: np.ndarray, ncols: int = 10) -> None:
     os.replace(tmp, path)
 
 
+class _StepTrainer(keras.Model):
+    """Keras' view of a generative model's training: one batch = one call of ``step``.
+
+    The batches are the step numbers (int64 scalars), so ``step`` draws its
+    own data from the stateless stream and applies its own update; this model
+    owns no weights of its own (the generative model is an attribute, so its
+    variables are tracked).
+    """
+
+    def __init__(self, model, step: Callable, **kwargs):
+        super().__init__(**kwargs)
+        self.generative = model
+        self._step = step
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        return None  # the model and the optimizer are built before fit
+
+    def train_step(self, data):
+        return self._step(data)
+
+
+class _StepLearningRate(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate before every step from ``lr_at_step(step)``."""
+
+    def __init__(self, lr_at_step: Callable[[int], float]):
+        super().__init__()
+        self.lr_at_step = lr_at_step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        opt = self.model.optimizer
+        opt.learning_rate.assign(self.lr_at_step(int(opt.iterations.numpy())))
+
+
+class _PeriodLog(keras.callbacks.Callback):
+    """At the end of each period (epoch): means of the batch logs, the evaluation,
+    history.json, TensorBoard, a log line, and the training time so far.
+
+    Nothing is recorded for a period in which the NaN guard tripped.
+    """
+
+    def __init__(self, guard, lr_at_step, evaluate, history, history_path, writer,
+                 seconds_var, total_steps):
+        super().__init__()
+        self.guard, self.lr_at_step, self.evaluate = guard, lr_at_step, evaluate
+        self.history, self.history_path, self.writer = history, history_path, writer
+        self.seconds_var, self.total_steps = seconds_var, total_steps
+        self._sums, self._count, self._t0 = {}, 0, time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        for k, v in (logs or {}).items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+        self._count += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.bad_step is not None or not self._count:
+            return
+        done = int(self.model.optimizer.iterations.numpy())
+        entry = {"step": done, "lr": self.lr_at_step(done - 1)}
+        entry.update({k: v / self._count for k, v in self._sums.items()})
+        if self.evaluate is not None:
+            entry.update({f"test_{k}": float(v) for k, v in self.evaluate().items()})
+        self.history.append(entry)
+        with self.writer.as_default(step=done):
+            for k, v in entry.items():
+                if k != "step":
+                    tf.summary.scalar(k, v)
+        self.writer.flush()
+        logging.info("generative step %d/%d: %s", done, self.total_steps,
+                     " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "step"))
+        now = time.time()
+        self.seconds_var.assign(float(self.seconds_var.numpy()) + now - self._t0)
+        self._t0 = now
+        model_dir_lib.write_json(self.history_path, self.history)
+        self._sums, self._count = {}, 0
+
+
 def run(model, optimizer, train_step: Callable, lr_at_step: Callable[[int], float],
         total_steps: int, period: int, model_dir: str, meta: dict,
         evaluate: Optional[Callable[[], dict]] = None,
         images: Optional[Callable[[], dict]] = None, before_first_step: Optional[Callable] = None,
-        verbose: bool = True):
-    """Trains ``total_steps`` steps (resuming), then saves the model directory.
+        verbose: bool = True, callbacks: Sequence[keras.callbacks.Callback] = ()):
+    """Trains ``total_steps`` steps (resuming) through ``keras.Model.fit``, then saves
+    the model directory.
 
     Args:
       model: the Keras model (built).
-      optimizer: a built Keras optimizer.
+      optimizer: a built Keras optimizer; its ``iterations`` count the steps.
       train_step: ``train_step(step: int64 tensor) -> dict of scalar tensors``,
-        one of them ``loss``.
+        one of them ``loss``; traced once by fit.
       lr_at_step: the learning rate of a (0-based) step.
       total_steps: steps of the whole run.
-      period: steps between log lines, history entries and checkpoints.
+      period: steps between log lines, history entries and checkpoints (a
+        Keras epoch; the last one is shorter when ``period`` does not divide
+        ``total_steps``).
       model_dir: where checkpoints, TensorBoard logs, images and the model go.
       meta: generative.json content; ``training`` gets ``steps``, ``seconds``
         and ``history`` added.
       evaluate: optional ``() -> dict of floats`` run at each period's end.
       images: optional ``() -> {file name: (N, H, W, C) array}`` written at the end.
       before_first_step: called once on a fresh (not resumed) run, e.g. actnorm init.
+      verbose: Keras' progress bar.
+      callbacks: more Keras callbacks, run after the lr schedule and the NaN
+        guard and before the log and the checkpoint writer.
 
     Returns:
       The meta dict that was saved.
+
+    Raises:
+      GenerativeModelError: a non-finite loss or weight, or checkpoints made
+        with other settings in ``model_dir``.
     """
     os.makedirs(model_dir, exist_ok=True)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -120,44 +211,33 @@ def run(model, optimizer, train_step: Callable, lr_at_step: Callable[[int], floa
         model_dir_lib.write_json(settings_path, settings)
         if before_first_step is not None:
             before_first_step()
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, "tb"))
+    # The step counter of the checkpoint is the truth; the optimizer's step
+    # count (restored with its variables) must agree: the lr schedule and the
+    # checkpoint numbers read it.
     start = int(step_var.numpy())
-    bar = keras.utils.Progbar(total_steps, stateful_metrics=None) if verbose else None
-    if bar is not None and start:
-        bar.update(start)
-    t0, sums, count = time.time(), {}, 0
-    for t in range(start, total_steps):
-        optimizer.learning_rate.assign(lr_at_step(t))
-        out = {k: float(v) for k, v in train_step(tf.constant(t, tf.int64)).items()}
-        if not all(math.isfinite(v) for v in out.values()):
-            raise model_dir_lib.GenerativeModelError(
-                f"generative training diverged at step {t + 1} (loss {out.get('loss')}); "
-                f"nothing written, last good checkpoint kept in {model_dir}/checkpoints")
-        for k, v in out.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-        if bar is not None:
-            bar.update(t + 1, values=[(k, v) for k, v in out.items()])
-        if (t + 1) % period == 0 or t + 1 == total_steps:
-            entry = {"step": t + 1, "lr": lr_at_step(t)}
-            entry.update({k: v / count for k, v in sums.items()})
-            if evaluate is not None:
-                entry.update({f"test_{k}": float(v) for k, v in evaluate().items()})
-            history.append(entry)
-            with writer.as_default(step=t + 1):
-                for k, v in entry.items():
-                    if k != "step":
-                        tf.summary.scalar(k, v)
-            writer.flush()
-            logging.info("generative step %d/%d: %s", t + 1, total_steps,
-                         " ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "step"))
-            step_var.assign(t + 1)
-            seconds_var.assign(float(seconds_var.numpy()) + time.time() - t0)
-            t0 = time.time()
-            model_dir_lib.write_json(history_path, history)
-            manager.save(checkpoint_number=t + 1)
-            sums, count = {}, 0
-    seconds = float(seconds_var.numpy()) + (time.time() - t0 if start < total_steps else 0.0)
+    optimizer.iterations.assign(start)
+    trainer = _StepTrainer(model, train_step, name=f"{model.name}_trainer")
+    trainer.compile(optimizer=optimizer)
+    guard = fitting.NaNGuard()
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "tb"))
+    fit_callbacks = [_StepLearningRate(lr_at_step), guard, *callbacks,
+                     _PeriodLog(guard, lr_at_step, evaluate, history, history_path, writer,
+                                seconds_var, total_steps),
+                     fitting.Checkpointer(manager, guard, model.variables, step_var, "steps")]
+    full, rest = divmod(total_steps, period)
+    # Whole periods, then the shorter last one (Keras epochs have one length).
+    for first, epochs, length in ((start // period, full, period), (full, full + 1, rest)):
+        if guard.bad_step is not None or length == 0 or first >= epochs:
+            continue
+        steps = tf.data.Dataset.range(max(start, first * period), total_steps)
+        trainer.fit(steps, epochs=epochs, initial_epoch=first, steps_per_epoch=length,
+                    callbacks=fit_callbacks, verbose=1 if verbose else 0, shuffle=False)
+    if guard.bad_step is not None:
+        raise model_dir_lib.GenerativeModelError(
+            f"generative training diverged at step {guard.bad_step} (loss "
+            f"{guard.bad_logs.get('loss')}); nothing written, last good checkpoint kept in "
+            f"{model_dir}/checkpoints")
+    seconds = float(seconds_var.numpy())  # every period's time, this session's and earlier
     meta = dict(meta)
     meta["training"] = dict(meta.get("training", {}), steps=total_steps,
                             seconds=round(seconds, 1), history=history)

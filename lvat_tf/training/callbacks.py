@@ -1,9 +1,11 @@
-"""Callbacks: upstream schedule, NaN guard, checkpoints, periodic evaluation, TensorBoard."""
-import math
+"""The classifier's callbacks: upstream schedule, periodic evaluation, TensorBoard.
+
+The NaN guard and the checkpoint writer, shared with the generative trainers,
+are in :mod:`lvat_tf.fitting`.
+"""
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -25,57 +27,6 @@ class UpstreamSchedule(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(lr)
         self.model.optimizer.set_beta_1(beta1)
         self.current = (lr, beta1)
-
-
-class NaNGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss; nothing is saved after it."""
-
-    def __init__(self):
-        super().__init__()
-        self.bad_step = None
-        self.bad_logs = None
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.bad_step is not None or not logs:
-            return
-        vals = {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}
-        if not all(math.isfinite(v) for v in vals.values()):
-            self.bad_step = int(self.model.optimizer.iterations.numpy())
-            self.bad_logs = vals
-            self.model.stop_training = True
-            logging.error("Non-finite loss at step %d (epoch %d): %s", self.bad_step,
-                          self._epoch, vals)
-
-
-class Checkpointer(keras.callbacks.Callback):
-    """Saves classifier + optimizer + epoch at the end of every epoch.
-
-    TF checkpoints are written to new files and the ``checkpoint`` index is
-    updated last, so a kill during a save leaves the previous one valid. A
-    checkpoint is refused when the NaN guard tripped or any weight is not
-    finite: the last good one is kept.
-    """
-
-    def __init__(self, manager, epoch_var, guard: NaNGuard, variables):
-        super().__init__()
-        self.manager, self.epoch_var, self.guard = manager, epoch_var, guard
-        self.variables = variables
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.guard.bad_step is not None:
-            return
-        if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.variables):
-            self.guard.bad_step = int(self.model.optimizer.iterations.numpy())
-            self.model.stop_training = True
-            logging.error("Non-finite weights after epoch %d: checkpoint not written", epoch)
-            return
-        self.epoch_var.assign(epoch + 1)
-        path = self.manager.save(checkpoint_number=epoch + 1)
-        logging.info("Saved checkpoint %s", path)
 
 
 class PeriodicEval(keras.callbacks.Callback):

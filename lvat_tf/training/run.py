@@ -20,6 +20,7 @@ from absl import logging
 
 from lvat_tf import checkpointing
 from lvat_tf import files
+from lvat_tf import fitting
 from lvat_tf import hardware
 from lvat_tf.data import pipeline
 from lvat_tf.data import registry as data_registry
@@ -210,14 +211,49 @@ def _load_collapse_record(path):
                           f"({str(e).splitlines()[0]}); delete it to start a new record") from None
 
 
-def generative_model_for(cfg, data, kind):
-    """The frozen generative model of an LVAT run, trained first when none is given.
+def train_missing_generative(cfg, kind):
+    """Trains the run's generative model into LOG_DIR/generative when it is not there yet.
 
     Without ``--generative_model_dir`` a VAE (``vae_num_epochs`` epochs) or a
     Glow (the dataset's DatasetDefaults.glow layout, ``glow_train_steps`` steps) is trained into
     LOG_DIR/generative (logged; resumed if cut off) and reused when the run
-    resumes. A directory trained on another dataset, image shape or
-    preprocessing, or of another kind, is refused.
+    resumes. Called outside any distribution strategy's scope: the trainers'
+    Keras fit runs on one device, and the saved model is then loaded into the
+    scope by :func:`generative_model_for`.
+
+    Args:
+      cfg: the run's Config.
+      kind: "vae" or "glow" (the method's MethodSpec.generative).
+    """
+    gen_dir = os.path.join(cfg.log_dir, "generative")
+    if cfg.generative_model_dir or os.path.isfile(os.path.join(gen_dir, model_dir_lib.META)):
+        return
+    if kind == "vae":
+        logging.info("No --generative_model_dir: training a VAE for %d epochs into %s",
+                     cfg.vae_num_epochs, gen_dir)  # widths: DatasetDefaults.vae_widths
+        widths = data_registry.get_spec(cfg.dataset).defaults.vae_widths
+        train_vae(VAEConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, model_dir=gen_dir,
+                            num_epochs=cfg.vae_num_epochs, seed=cfg.seed, widths=widths,
+                            aug_trans=cfg.aug_trans, tfds_download=cfg.tfds_download),
+                  verbose=False)
+    else:
+        arch = data_registry.get_spec(cfg.dataset).defaults.glow_layout()
+        logging.info("No --generative_model_dir: training a Glow (L=%d, K=%d, width %d) "
+                     "for %s steps into %s", arch["num_levels"], arch["num_steps"],
+                     arch["width"], cfg.glow_train_steps or "upstream's", gen_dir)
+        train_glow(GlowConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, model_dir=gen_dir,
+                              num_steps=cfg.glow_train_steps, is_aug=cfg.aug_trans,
+                              num_levels=arch["num_levels"], flow_steps=arch["num_steps"],
+                              width=arch["width"], seed=cfg.seed,
+                              tfds_download=cfg.tfds_download), verbose=False)
+
+
+def generative_model_for(cfg, data, kind):
+    """The frozen generative model of an LVAT run: ``--generative_model_dir`` or
+    LOG_DIR/generative (see :func:`train_missing_generative`).
+
+    A directory trained on another dataset, image shape or preprocessing, or of
+    another kind, is refused.
 
     Args:
       cfg: the run's Config.
@@ -225,26 +261,6 @@ def generative_model_for(cfg, data, kind):
       kind: "vae" or "glow" (the method's MethodSpec.generative).
     """
     gen_dir = cfg.generative_model_dir or os.path.join(cfg.log_dir, "generative")
-    if not cfg.generative_model_dir and not os.path.isfile(
-            os.path.join(gen_dir, model_dir_lib.META)):
-        if kind == "vae":
-            logging.info("No --generative_model_dir: training a VAE for %d epochs into %s",
-                         cfg.vae_num_epochs, gen_dir)  # widths: DatasetDefaults.vae_widths
-            widths = data_registry.get_spec(cfg.dataset).defaults.vae_widths
-            train_vae(VAEConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, model_dir=gen_dir,
-                                num_epochs=cfg.vae_num_epochs, seed=cfg.seed, widths=widths,
-                                aug_trans=cfg.aug_trans, tfds_download=cfg.tfds_download),
-                      verbose=False)
-        else:
-            arch = data_registry.get_spec(cfg.dataset).defaults.glow_layout()
-            logging.info("No --generative_model_dir: training a Glow (L=%d, K=%d, width %d) "
-                         "for %s steps into %s", arch["num_levels"], arch["num_steps"],
-                         arch["width"], cfg.glow_train_steps or "upstream's", gen_dir)
-            train_glow(GlowConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, model_dir=gen_dir,
-                                  num_steps=cfg.glow_train_steps, is_aug=cfg.aug_trans,
-                                  num_levels=arch["num_levels"], flow_steps=arch["num_steps"],
-                                  width=arch["width"], seed=cfg.seed,
-                                  tfds_download=cfg.tfds_download), verbose=False)
     model, _ = model_dir_lib.load(gen_dir, expect={
         "kind": kind, "dataset": cfg.dataset, "image_shape": list(data.image_shape),
         "preprocessing": data.preprocessor.describe()})
@@ -328,6 +344,7 @@ def train_and_evaluate(cfg, verbose="auto"):
             data.preprocessor.save(prep_path)
         files.write_text_atomic(os.path.join(cfg.log_dir, "config.json"), cfg.to_json())
     if spec.generative and generative is None:  # trained into LOG_DIR/generative first
+        train_missing_generative(cfg, spec.generative)
         with strategy.scope():
             generative = generative_model_for(cfg, data, spec.generative)
     with mixed_precision_policy(cfg.mixed_precision):
@@ -386,7 +403,7 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
     tb_dir = cfg.log_dir if chief else os.path.dirname(save_dir)
     train_writer, test_writer = cb.make_writer(tb_dir, "train"), cb.make_writer(tb_dir, "test")
     schedule = cb.UpstreamSchedule(cfg)
-    guard = cb.NaNGuard()
+    guard = fitting.NaNGuard()
     evaluator = cb.PeriodicEval(eval_ds, cfg.eval_freq, cfg.num_epochs, test_writer,
                                 "valid" if cfg.validation else "test")
     collapse_path = os.path.join(cfg.log_dir, "collapse.json")
@@ -396,7 +413,8 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         cfg.eval_batch_size, record=_load_collapse_record(collapse_path),
         save_path=collapse_path if chief else None)
     callbacks = [schedule, guard, evaluator, monitor, cb.ScalarLogger(train_writer, schedule),
-                 cb.Checkpointer(manager, epoch_var, guard, clf.variables + list(state.values()))]
+                 fitting.Checkpointer(manager, guard, clf.variables + list(state.values()),
+                                      epoch_var)]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     t_fit = time.time()
