@@ -90,7 +90,17 @@ def make_row(variant: str, method: str, power_iteration: str, epsilon: float,
         "cpu_minutes": _mean_or_none(r.get("cpu_minutes") for r in runs),
         "ms_per_step": _mean_or_none(r.get("ms_per_step") for r in runs),
         "generative_minutes": _mean_or_none(r.get("generative_minutes") for r in runs),
+        "terms": _mean_terms(r.get("terms") for r in runs),
     }
+
+
+def _mean_terms(per_run) -> Dict[str, float]:
+    """Mean of each regulariser term over the runs that recorded it."""
+    values: Dict[str, list] = {}
+    for terms in per_run:
+        for k, v in (terms or {}).items():
+            values.setdefault(k, []).append(v)
+    return {k: round(sum(v) / len(v), 4) for k, v in sorted(values.items())}
 
 
 def earlier_runs(summary_path: str, base: dict) -> Dict[str, Dict[Tuple[int, int], dict]]:
@@ -124,7 +134,7 @@ def render_table(description: str, rows: List[dict]) -> str:
     """The Markdown table of a recipe's rows (mean ± std over runs, per-run values)."""
     head = ("| variant | method | power iteration | epsilon | runs | test error % (mean ± std) | "
             "per run (seed-data: error) | collapsed | updates | wall min/run | CPU min/run | "
-            "ms/step* | generative model min** |\n" + "|---" * 13 + "|\n")
+            "ms/step* | generative model min** | last-epoch terms*** |\n" + "|---" * 14 + "|\n")
     lines = []
     for r in rows:
         err = _fmt(r["test_error"]) + ("" if r["test_error_std"] is None
@@ -135,13 +145,20 @@ def render_table(description: str, rows: List[dict]) -> str:
                      f"{r['epsilon']} | {r['num_runs']} | {err} | {per} | "
                      f"{r['num_collapsed']}/{r['num_runs']} | {r['num_iterations']} | "
                      f"{_fmt(r['wall_minutes'])} | {_fmt(r['cpu_minutes'])} | "
-                     f"{_fmt(r['ms_per_step'], 1)} | {_fmt(r['generative_minutes'])} |\n")
+                     f"{_fmt(r['ms_per_step'], 1)} | {_fmt(r['generative_minutes'])} | "
+                     f"{_fmt_terms(r.get('terms'))} |\n")
     return (f"{description}\n\n" + head + "".join(lines) +
             "\n*ms/step = fit wall time (incl. periodic evaluation) / updates; CPU min counts "
             "all threads of the process; (C) = collapsed at the end of the run (docs/running.md, 'Collapse "
             "detection'); a run not trained this session keeps its earlier times (- = unknown).\n"
             "**training time of the generative model (wall min; included in the times of the "
-            "run that trained it).\n")
+            "run that trained it).\n"
+            "***the regularisers' terms in the last training epoch (epoch mean over its "
+            "updates, mean over runs): how much consistency cost is left at the end.\n")
+
+
+def _fmt_terms(terms) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in (terms or {}).items()) or "-"
 
 
 # ----------------------------------------------------------------------------
@@ -206,6 +223,19 @@ def prepare_generative(kind: str, dataset: str, data_dir: Optional[str], setting
             "quality": quality}
 
 
+#: Training logs that are not a regulariser's term.
+_NOT_TERMS = ("epoch", "step", "loss", "xe_loss", "accuracy")
+
+
+def last_epoch_terms(results: dict) -> Dict[str, float]:
+    """{term: value} of the regularisers' terms in a run's last training epoch (epoch means
+    of e.g. ``vat_loss``, ``lvat_loss``, ``mat_loss_info``); {} when none was recorded."""
+    history = results.get("train_history") or []
+    if not history:
+        return {}
+    return {k: round(v, 4) for k, v in history[-1].items() if k not in _NOT_TERMS}
+
+
 def _run_one(cfg, name: str, earlier: Optional[dict]) -> dict:
     """Trains (or resumes, or re-evaluates) one run; returns its table entry."""
     wall, cpu = time.time(), time.process_time()
@@ -220,7 +250,8 @@ def _run_one(cfg, name: str, earlier: Optional[dict]) -> dict:
     collapsed = res.get("collapse", {}).get("final") is not None
     if fit_s == 0 and earlier and earlier["num_iterations"] == res["num_iterations"]:
         # Finished in an earlier session: nothing trained now, keep its times.
-        return dict(earlier, test_error=round(res["test_error"], 2), collapsed=collapsed)
+        return dict(earlier, test_error=round(res["test_error"], 2), collapsed=collapsed,
+                    terms=earlier.get("terms") or last_epoch_terms(res))
     gen_meta = os.path.join(cfg.log_dir, "generative", model_dir_lib.META)
     gen_min = None
     if os.path.isfile(gen_meta):
@@ -230,6 +261,7 @@ def _run_one(cfg, name: str, earlier: Optional[dict]) -> dict:
         fit_s = res.get("train_seconds_total", 0.0)
     return {"seed": cfg.seed, "dataset_seed": cfg.dataset_seed,
             "test_error": round(res["test_error"], 2), "collapsed": collapsed,
+            "terms": last_epoch_terms(res),
             "num_iterations": res["num_iterations"],
             "wall_minutes": None if wall is None else round(wall / 60, 2),
             "cpu_minutes": None if cpu is None else round(cpu / 60, 2),

@@ -39,6 +39,12 @@ def register(recipe: Recipe) -> Recipe:
     return recipe
 
 
+#: MAT as the paper writes it (lambda1 = lambda2 = 0.1, its MNIST values; mean_i log S_i,
+#: no variance floor) and with the plain smoothness term mean_i S_i instead.
+_MAT_LOG = ("mat", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1, mat_smoothness="log",
+                        mat_min_variance=0.0))
+_MAT_PLAIN = ("mat_plain", dict(_MAT_LOG[1], mat_smoothness="plain"))
+
 # MNIST with 100 labels (10 per class, dataset_seed 1), the VAT paper's MLP,
 # vat_tf's batches (32 labeled / 128 unlabeled), Adam at a constant 1e-3 for
 # 16,000 updates (40 x 400) so that one variant takes about 10 minutes on 2
@@ -66,11 +72,7 @@ register(Recipe(
         ("lvat_glow", dict(method="lvat_glow", epsilon=1.0)),
         # MAT on the same budget and epsilon as VAT (the MAT paper gives no MNIST-100
         # setting); lambda1 = lambda2 = 0.1 (its MNIST values).
-        ("mat", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1, mat_smoothness="log",
-                     mat_min_variance=0.0)),
-        # The plain smoothness term (mean_i S_i) instead of the paper's mean_i log S_i.
-        ("mat_plain", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
-                           mat_smoothness="plain", mat_min_variance=0.0)),
+        _MAT_LOG, _MAT_PLAIN,
     ),
     robustness=("fgsm", "l2"),
 ))
@@ -154,10 +156,7 @@ register(Recipe(
         ("baseline", dict(method="baseline")),
         ("center_loss", dict(method="center_loss", mat_lambda2=0.1)),
         ("vat", dict(method="vat")),
-        ("mat", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1, mat_smoothness="log",
-                     mat_min_variance=0.0)),
-        ("mat_plain", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
-                           mat_smoothness="plain", mat_min_variance=0.0)),
+        _MAT_LOG, _MAT_PLAIN,
         ("mat_diag_plain", dict(method="mat", mat_lambda1=0.1, mat_lambda2=0.1,
                                 mat_smoothness="plain", mat_covariance="diagonal",
                                 mat_min_variance=0.0)),
@@ -170,6 +169,15 @@ register(Recipe(
 ))
 
 # The same on the embedded digits (8x8, 100 labels): the README's quick recipe.
+# The LVAT variants are the epsilon study of docs/results.md ("LVAT's epsilon on
+# digits"): epsilon 0 trains on the term at r = 0 alone (KL(p(y|x) ||
+# p(y|Dec(Enc(x)))), the reconstruction gap), then a subset of the paper's grids
+# (VAE {0.1, 0.25, 0.5, 0.75, 1, 1.5, 3}, Glow {0.5, 1, 1.5}), and the clean target
+# (--lvat_reference=reconstruction) at epsilon 1. One VAE and one Glow, trained
+# once with the digits defaults of train.py (DatasetDefaults in
+# lvat_tf/data/registry.py), are shared by every LVAT variant and seed so that
+# the rows differ only in epsilon / the target; their quality report
+# (quality.json: reconstruction error, ||z||, per-dimension std) gives the latent's scale.
 register(Recipe(
     name="digits100",
     description="sklearn digits, 100 labels, MLP, 4k updates",
@@ -179,7 +187,22 @@ register(Recipe(
               ("vatent", dict(method="vatent")),
               ("vat_exact", dict(method="vat", power_iteration="exact")),
               ("lvat_vae", dict(method="lvat_vae", epsilon=1.0)),
-              ("lvat_glow", dict(method="lvat_glow", epsilon=1.0))),
+              ("lvat_vae_e0", dict(method="lvat_vae", epsilon=0.0)),
+              ("lvat_vae_rec", dict(method="lvat_vae", epsilon=1.0,
+                                    lvat_reference="reconstruction")),
+              ("lvat_vae_e0.1", dict(method="lvat_vae", epsilon=0.1)),
+              ("lvat_vae_e0.5", dict(method="lvat_vae", epsilon=0.5)),
+              ("lvat_vae_e3", dict(method="lvat_vae", epsilon=3.0)),
+              ("lvat_glow", dict(method="lvat_glow", epsilon=1.0)),
+              ("lvat_glow_e0", dict(method="lvat_glow", epsilon=0.0)),
+              ("lvat_glow_rec", dict(method="lvat_glow", epsilon=1.0,
+                                     lvat_reference="reconstruction")),
+              ("lvat_glow_e0.5", dict(method="lvat_glow", epsilon=0.5)),
+              ("lvat_glow_e1.5", dict(method="lvat_glow", epsilon=1.5))),
+    generative={
+        "vae": dict(widths=(32, 64, 128), num_epochs=30, aug_trans=False),
+        "glow": dict(num_levels=3, flow_steps=4, width=32, num_steps=300, is_aug=False),
+    },
 ))
 
 # CIFAR-10 with 4,000 labels (LVAT Table 3's SSL column, no ZCA, no

@@ -36,6 +36,7 @@ FLAGS = flags.FLAGS
 
 def main():
     from lvat_tf.data import registry
+    from lvat_tf.generative import model_dir
     from lvat_tf.generative.train_glow import GlowConfig, train_glow
 
     dataset = (FLAGS.data_set or FLAGS.dataset).lower()
@@ -50,10 +51,7 @@ def main():
                      num_bits=FLAGS.num_bits, l2_weight=FLAGS.l2_weight, seed=FLAGS.seed,
                      log_every=FLAGS.log_every, tfds_download=FLAGS.tfds_download, **values)
     _, meta = train_glow(cfg)
-    last = meta["training"]["history"][-1]
-    print(f"Glow saved to {FLAGS.log_dir}: {meta['training']['steps']} steps in "
-          f"{meta['training']['seconds']} s, test bits/dim {last['test_bits_per_dim']:.3f}, "
-          f"train loss per pixel {last['loss_per_pixel']:.4f} nats")
+    print(model_dir.summary_line(FLAGS.log_dir, meta))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ FLAGS = flags.FLAGS
 def main():
     from lvat_tf.config import ConfigError
     from lvat_tf.data import registry
+    from lvat_tf.generative import model_dir
     from lvat_tf.generative.train_vae import VAEConfig, train_vae
 
     _common.require(FLAGS, log_dir="the directory to save the VAE in")
@@ -47,10 +48,7 @@ def main():
                     max_iter_per_epoch=FLAGS.max_iter_per_epoch,
                     tfds_download=FLAGS.tfds_download)
     _, meta = train_vae(cfg)
-    last = meta["training"]["history"][-1]
-    print(f"VAE saved to {FLAGS.log_dir}: {meta['training']['steps']} steps in "
-          f"{meta['training']['seconds']} s, test reconstruction (Bernoulli, nats/image) "
-          f"{last['test_rec']:.2f}")
+    print(model_dir.summary_line(FLAGS.log_dir, meta))
 
 
 if __name__ == "__main__":

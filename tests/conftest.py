@@ -75,6 +75,18 @@ def run_script(name, *args, timeout=600, env=None):
     return subprocess.CompletedProcess(argv, rc, stdout, stderr)
 
 
+def train_generative_on_digits(script, model_dir, *args):
+    """Runs train_vae.py / train_glow.py on the embedded digits; checks what every
+    generative model directory of them holds; returns (process, meta, history)."""
+    p = run_script(script, "--dataset=digits", *args, f"--log_dir={model_dir}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    with open(os.path.join(model_dir, "generative.json")) as f:
+        meta = json.load(f)
+    assert meta["dataset"] == "digits" and meta["image_shape"] == [32, 32, 1]
+    assert meta["preprocessing"] == {"scaling": "unit", "pad_to": 32, "zca": False}
+    return p, meta, meta["training"]["history"]
+
+
 def tiny_config(log_dir="", **kw):
     """A fast config on the synthetic test dataset."""
     from lvat_tf.config import make_config

@@ -24,13 +24,15 @@ def test_mean_std_is_the_sample_std_and_rows_count_collapses():
         2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
     assert experiments.mean_std([5.0]) == (5.0, None) and experiments.mean_std([]) == (None, None)
     runs = [dict(seed=s, dataset_seed=1, test_error=e, collapsed=c, num_iterations=10,
-                 cpu_minutes=1.0) for s, e, c in ((2, 30.0, True), (1, 10.0, False))]
+                 cpu_minutes=1.0, terms={"vat_loss": t}) for s, e, c, t in (
+                     (2, 30.0, True, 0.1), (1, 10.0, False, 0.3))]
     row = experiments.make_row("vat", "vat", "exact", 2.0, runs)
     assert row["num_runs"] == 2 and row["num_collapsed"] == 1 and row["test_error"] == 20.0
     assert row["test_error_std"] == pytest.approx(14.14, abs=0.01)
     assert [r["seed"] for r in row["runs"]] == [1, 2]  # sorted
     table = experiments.render_table("desc", [row])
     assert "| vat | vat | exact | 2.0 | 2 | 20.00 ± 14.14 | 1-1: 10.00, 2-1: 30.00 (C) | 1/2 |" in table
+    assert row["terms"] == {"vat_loss": 0.2} and "| vat_loss 0.2 |" in table
 
 
 def test_reproduce_runs_every_seed_and_reports_mean_and_std(tmp_path):

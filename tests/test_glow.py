@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_script, shared_path, tiny_config
+from conftest import run_script, shared_path, tiny_config, train_generative_on_digits
 from lvat_tf.generative import model_dir, trainer
 from lvat_tf.generative.glow import (ActNorm, AffineCoupling, Glow, squeeze_bijector,
                                      straight_through_dequantize)
@@ -275,14 +275,9 @@ def test_lvat_glow_run_trains_its_glow_first_and_refuses_a_vae_dir(tmp_path):
 
 
 def test_train_glow_script_on_real_digits(tmp_path):
-    p = run_script("train_glow.py", "--dataset=digits", "--num_steps=24", "--flow_steps=2",
-                   "--width=16", "--batch_size=32", "--log_every=8",
-                   f"--log_dir={tmp_path / 'glow'}")
-    assert p.returncode == 0, p.stderr[-2000:]
-    meta = json.load(open(tmp_path / "glow" / "generative.json"))
-    hist = meta["training"]["history"]
-    assert meta["dataset"] == "digits" and meta["image_shape"] == [32, 32, 1]
-    assert meta["preprocessing"] == {"scaling": "unit", "pad_to": 32, "zca": False}
+    p, _, hist = train_generative_on_digits("train_glow.py", tmp_path / "glow", "--num_steps=24",
+                                            "--flow_steps=2", "--width=16", "--batch_size=32",
+                                            "--log_every=8")
     assert hist[-1]["loss_per_pixel"] < hist[0]["loss_per_pixel"]
     assert "test bits/dim" in p.stdout
     bad = run_script("train_glow.py", "--dataset=digits", "--num_steps=3",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_script, tiny_config
+from conftest import run_script, tiny_config, train_generative_on_digits
 from lvat_tf.generative import model_dir
 from lvat_tf.generative.vae import VAE
 from lvat_tf.losses import per_sample_l2
@@ -26,11 +26,17 @@ def _tiny_vae(channels=3):
     return vae
 
 
-def test_latent_perturbation_has_norm_epsilon_in_both_modes():
+def _tiny_setup(n, seed=None):
+    """(frozen VAE, dropout-free tiny CNN, n random images, the CNN in BN batch mode)."""
     vae = _tiny_vae()
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
     clf = registry.build("tiny_cnn", keep_prob_hidden=1.0)
-    x = tf.random.uniform((5, 32, 32, 3))
-    fwd = lambda v: clf(v, bn_mode="batch")  # noqa: E731
+    return vae, clf, tf.random.uniform((n, 32, 32, 3)), lambda v: clf(v, bn_mode="batch")
+
+
+def test_latent_perturbation_has_norm_epsilon_in_both_modes():
+    vae, clf, x, fwd = _tiny_setup(5)
     for mode in ("finite_difference", "exact"):
         z, r = lvat_vae_perturbation(fwd, vae, x, fwd(x), tf.random.normal((5, 8)), 1.5,
                                      xi=1e-6, mode=mode)
@@ -40,11 +46,7 @@ def test_latent_perturbation_has_norm_epsilon_in_both_modes():
 
 def test_exact_first_order_direction_matches_finite_difference():
     """LVAT's KL is first order at r = 0 (reconstruction error): FD is stable there."""
-    vae = _tiny_vae()
-    keras.utils.set_random_seed(1)
-    clf = registry.build("tiny_cnn", keep_prob_hidden=1.0)
-    x = tf.random.uniform((4, 32, 32, 3))
-    fwd = lambda v: clf(v, bn_mode="batch")  # noqa: E731
+    vae, clf, x, fwd = _tiny_setup(4, seed=1)
     d = tf.random.normal((4, 8))
     _, r_fd = lvat_vae_perturbation(fwd, vae, x, fwd(x), d, 1.0, xi=1e-6)
     _, r_ex = lvat_vae_perturbation(fwd, vae, x, fwd(x), d, 1.0, xi=1e-6, mode="exact")
@@ -128,14 +130,10 @@ def test_lvat_run_with_a_given_model_dir_and_a_wrong_one(tmp_path):
 
 
 def test_train_vae_script_and_vae_loss_decreases_on_real_digits(tmp_path):
-    p = run_script("train_vae.py", "--dataset=digits", "--num_epochs=2",
-                   "--max_iter_per_epoch=15", f"--log_dir={tmp_path / 'vae'}")
-    assert p.returncode == 0, p.stderr[-2000:]
-    meta = json.load(open(tmp_path / "vae" / "generative.json"))
-    hist = meta["training"]["history"]
-    assert meta["dataset"] == "digits" and meta["image_shape"] == [32, 32, 1]
-    assert meta["preprocessing"] == {"scaling": "unit", "pad_to": 32, "zca": False}
+    p, _, hist = train_generative_on_digits("train_vae.py", tmp_path / "vae", "--num_epochs=2",
+                                            "--max_iter_per_epoch=15")
     assert hist[-1]["loss"] < hist[0]["loss"]
+    assert "test reconstruction" in p.stdout
 
 
 def test_lvat_run_without_model_dir_trains_the_vae_first(tmp_path):
@@ -150,11 +148,7 @@ def test_lvat_run_without_model_dir_trains_the_vae_first(tmp_path):
 
 def test_reconstruction_reference_makes_the_term_vanish_at_r_zero():
     """--lvat_reference: upstream's p(y|x) leaves KL(p(y|x) || p(y|Dec(Enc(x)))) at r = 0."""
-    vae = _tiny_vae()
-    keras.utils.set_random_seed(3)
-    clf = registry.build("tiny_cnn", keep_prob_hidden=1.0)
-    x = tf.random.uniform((6, 32, 32, 3))
-    fwd = lambda v: clf(v, bn_mode="batch")  # noqa: E731
+    vae, clf, x, fwd = _tiny_setup(6, seed=3)
     seed = tf.constant([4, 5], tf.int64)
     gap = float(LVATVAE(vae, epsilon=0.0)(fwd, x, fwd(x), seed)[0])
     assert gap > 1e-4  # the reconstruction gap, paid even without a perturbation

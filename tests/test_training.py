@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, run_script, tiny_config
+from lvat_tf import experiments
 from lvat_tf.models import registry
 from lvat_tf.regularizers import methods
 from lvat_tf.regularizers.vat import VAT
@@ -345,11 +346,19 @@ def test_second_run_of_a_process_saves_resumable_optimizer_keys(tmp_path):
         opt_lib.UpstreamAdam.__init__ = orig
     ckpt_dir = str(tmp_path / "old" / "checkpoints")
     assert _checkpoint_optimizer_name(tf.train.latest_checkpoint(ckpt_dir)) == "upstream_adam_1"
+    first = json.load(open(tmp_path / "old" / "train_history.json"))
+    assert [h["epoch"] for h in first] == [1, 2] and all(h["vat_loss"] >= 0 for h in first)
     # Roll the run back to its first epoch, as if killed there, and resume it.
     os.remove(tmp_path / "old" / "results.json")
     tf.compat.v1.train.update_checkpoint_state(ckpt_dir, os.path.join(ckpt_dir, "ckpt-1"))
     res = run.train_and_evaluate(old, verbose=0)
     assert res["num_iterations"] == 2 * old.num_iter_per_epoch
+    # The per-epoch training logs continue: epoch 1 as recorded, epoch 2 re-run.
+    assert [h["epoch"] for h in res["train_history"]] == [1, 2]
+    assert res["train_history"][0] == first[0]
+    assert res["train_history"][1]["step"] == 2 * old.num_iter_per_epoch
+    assert experiments.last_epoch_terms(res) == {"vat_loss": round(
+        res["train_history"][1]["vat_loss"], 4)}
 
 
 def test_mixed_precision_run_trains_in_bfloat16_and_restores_the_policy(tmp_path):

@@ -28,6 +28,18 @@ class GenerativeModelError(ValueError):
     """A missing, broken or mismatched generative-model directory (one line)."""
 
 
+def summary_line(model_dir: str, meta: dict) -> str:
+    """One line for the end of a training script: where, how long, the last test metric."""
+    t, last = meta["training"], meta["training"]["history"][-1]
+    if meta["kind"] == "vae":
+        metric = f"test reconstruction (Bernoulli, nats/image) {last['test_rec']:.2f}"
+    else:
+        metric = (f"test bits/dim {last['test_bits_per_dim']:.3f}, train loss per pixel "
+                  f"{last['loss_per_pixel']:.4f} nats")
+    name = {"vae": "VAE", "glow": "Glow"}[meta["kind"]]
+    return f"{name} saved to {model_dir}: {t['steps']} steps in {t['seconds']} s, {metric}"
+
+
 def build(kind: str, arch: dict, image_shape):
     """A fresh model of the recorded kind and architecture."""
     if kind == "vae":

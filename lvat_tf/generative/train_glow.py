@@ -27,7 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from lvat_tf.errors import ConfigError
-from lvat_tf.data import pipeline, registry
+from lvat_tf.data import pipeline
 from lvat_tf.generative import trainer
 from lvat_tf.generative.glow import Glow
 from lvat_tf.generative.train_vae import reconstruction_grid, training_images
@@ -38,29 +38,23 @@ SAMPLE_TEMPERATURE = 0.7
 
 
 @dataclasses.dataclass(frozen=True)
-class GlowConfig:
+class GlowConfig(trainer.GenerativeConfig):
     """Attributes mirror LVAT's config_glow.py / main.py (flags in train_glow.py)."""
 
     dataset: str = "cifar10"
-    data_dir: str = None
-    model_dir: str = ""
+    batch_size: int = 128
     num_steps: int = 0  # 0 = upstream's schedule length (15,601 / 25,601 with is_aug)
     is_aug: bool = True  # upstream glow/main.py default
-    batch_size: int = 128
     num_levels: int = 3
     flow_steps: int = 22
     width: int = 128
     num_bits: int = 5
     l2_weight: float = L2_WEIGHT
-    seed: int = 1
     log_every: int = 50  # upstream prints metrics every 50 steps ("one epoch" in the paper)
-    tfds_download: bool = True
 
     def __post_init__(self):
-        """Validated on construction (scripts, recipes and train.py alike): one-line errors."""
-        registry.get_spec(self.dataset)  # DataError naming --dataset when unknown
-        for name in ("num_steps", "num_levels", "flow_steps", "width", "batch_size", "num_bits",
-                     "log_every"):
+        super().__post_init__()
+        for name in ("num_steps", "num_levels", "flow_steps", "width", "num_bits", "log_every"):
             value = getattr(self, name)
             if value < 0 or (value == 0 and name != "num_steps"):
                 raise ConfigError(name, f"expected a positive value, got {value}")

@@ -25,30 +25,23 @@ CLIP_NORM = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(trainer.GenerativeConfig):
     """Attributes mirror LVAT's vae/config.py constants (flags in train_vae.py)."""
 
-    dataset: str = "svhn"
-    data_dir: str = None
-    model_dir: str = ""
     num_epochs: int = 300
-    batch_size: int = 32
     learning_rate: float = 2e-4
     latent_dim: int = 128
     widths: tuple = (128, 256, 512)
     aug_trans: bool = True
-    seed: int = 1
     max_iter_per_epoch: int = 0  # 0 = a full pass (N / batch); >0 caps it (scaled runs)
-    tfds_download: bool = True
 
     def __post_init__(self):
-        """Validated on construction (scripts, recipes and train.py alike): one-line errors."""
-        registry.get_spec(self.dataset)  # DataError naming --dataset when unknown
+        super().__post_init__()
         widths = tuple(self.widths)
         if len(widths) != 3 or min(widths) <= 0:
             raise ConfigError("widths", f"expected three positive widths, got {widths}")
         object.__setattr__(self, "widths", widths)
-        for name in ("num_epochs", "batch_size", "latent_dim", "learning_rate"):
+        for name in ("num_epochs", "latent_dim", "learning_rate"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, f"expected a positive value, got {getattr(self, name)}")
         if self.max_iter_per_epoch < 0:

@@ -18,6 +18,7 @@ and share its callbacks (:mod:`lvat_tf.fitting`). What a run gets:
 * at the end, the model directory (weights + generative.json) via
   :mod:`model_dir`, and image grids (``reconstructions.png``, ``samples.png``).
 """
+import dataclasses
 import json
 import os
 import time
@@ -30,7 +31,36 @@ from absl import logging
 
 from lvat_tf import checkpointing
 from lvat_tf import fitting
+from lvat_tf.data import registry
+from lvat_tf.errors import ConfigError
 from lvat_tf.generative import model_dir as model_dir_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerativeConfig:
+    """What every generative trainer is told (VAEConfig and GlowConfig add their own).
+
+    Attributes:
+      dataset: a registered dataset name (its training images, labels unused).
+      data_dir: raw files or a tfds directory (None: tfds' default).
+      model_dir: where the checkpoints and the finished model go.
+      batch_size: images per step.
+      seed: initialisation and data-stream seed.
+      tfds_download: whether tfds may download a missing dataset.
+    """
+
+    dataset: str = "svhn"
+    data_dir: str = None
+    model_dir: str = ""
+    batch_size: int = 32
+    seed: int = 1
+    tfds_download: bool = True
+
+    def __post_init__(self):
+        """Validated on construction (scripts, recipes and train.py alike): one-line errors."""
+        registry.get_spec(self.dataset)  # DataError naming --dataset when unknown
+        if self.batch_size <= 0:
+            raise ConfigError("batch_size", f"expected a positive value, got {self.batch_size}")
 
 
 def _model_keys(model) -> Dict[str, tf.Variable]:

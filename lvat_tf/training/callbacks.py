@@ -3,12 +3,14 @@
 The NaN guard and the checkpoint writer, shared with the generative trainers,
 are in :mod:`lvat_tf.fitting`.
 """
+import json
 import os
 
 import keras
 import tensorflow as tf
 from absl import logging
 
+from lvat_tf import files
 from lvat_tf.training.optimizer import upstream_schedule
 
 
@@ -63,25 +65,45 @@ class PeriodicEval(keras.callbacks.Callback):
 
 
 class ScalarLogger(keras.callbacks.Callback):
-    """TensorBoard scalars per epoch: every loss term, accuracy, lr, beta1, time."""
+    """TensorBoard scalars per epoch: every loss term, accuracy, lr, beta1, time.
 
-    def __init__(self, writer, schedule: UpstreamSchedule):
+    Also keeps ``history``: one entry per epoch ({"epoch", "step", every
+    training log: loss, xe_loss, accuracy and each regulariser's term, e.g.
+    ``lvat_loss``}), written to ``save_path`` (LOG_DIR/train_history.json) after
+    every epoch so a resumed run continues it; ``history`` given = what earlier
+    sessions recorded up to the checkpoint resumed from.
+    """
+
+    def __init__(self, writer, schedule: UpstreamSchedule, history=None, save_path=None):
         super().__init__()
         self.writer, self.schedule = writer, schedule
+        self.history = list(history or [])
+        self.save_path = save_path
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         lr, beta1 = self.schedule.current
-        parts = " ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items()
-                         if not k.startswith("test_"))
+        train_logs = {k: float(v) for k, v in (logs or {}).items() if not k.startswith("test_")
+                      and not k.startswith("valid_")}
+        parts = " ".join(f"{k}={v:.4f}" for k, v in train_logs.items())
         logging.info("Epoch %d step %d %s lr=%.3g beta1=%.2f", epoch + 1, step, parts, lr, beta1)
         with self.writer.as_default():
-            for k, v in (logs or {}).items():
-                if not k.startswith("test_"):
-                    tf.summary.scalar(k, float(v), step=step)
+            for k, v in train_logs.items():
+                tf.summary.scalar(k, v, step=step)
             tf.summary.scalar("learning_rate", lr, step=step)
             tf.summary.scalar("beta1", beta1, step=step)
         self.writer.flush()
+        self.history.append({"epoch": epoch + 1, "step": step, **train_logs})
+        if self.save_path:
+            files.write_json_atomic(self.save_path, self.history)
+
+
+def load_train_history(path: str, through_epoch: int) -> list:
+    """train_history.json's entries up to ``through_epoch`` (later ones are re-run on resume)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [h for h in json.load(f) if h["epoch"] <= through_epoch]
 
 
 def make_writer(log_dir, name):

@@ -412,7 +412,11 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         data.y_labeled, cfg.method, cfg.eval_freq, cfg.num_epochs, test_writer,
         cfg.eval_batch_size, record=_load_collapse_record(collapse_path),
         save_path=collapse_path if chief else None)
-    callbacks = [schedule, guard, evaluator, monitor, cb.ScalarLogger(train_writer, schedule),
+    history_path = os.path.join(cfg.log_dir, "train_history.json")
+    logger = cb.ScalarLogger(train_writer, schedule,
+                             cb.load_train_history(history_path, initial_epoch),
+                             history_path if chief else None)
+    callbacks = [schedule, guard, evaluator, monitor, logger,
                  fitting.Checkpointer(manager, guard, clf.variables + list(state.values()),
                                       epoch_var)]
     if verbose == "auto":
@@ -446,6 +450,7 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         "train_seconds_total": round(prev_seconds + fit_seconds, 1),
         "wall_seconds_this_session": round(time.time() - t_start, 1),
         "periodic_eval": evaluator.history, "collapse": monitor.record.to_dict(),
+        "train_history": logger.history,
         "config": cfg.to_dict(),
     })
     if chief:
