@@ -1,7 +1,8 @@
 """tf.distribute: a run on R replicas computes what one device computes on the same global batch.
 
-Each run is a fresh process (tests/helpers/train_and_dump.py): logical CPU
-devices and multi-worker strategies must be set up before TensorFlow starts.
+Each run is a fresh process (tests/helpers/train_and_dump.py, forked by
+conftest.run_python before TensorFlow's runtime starts): logical CPU devices
+and multi-worker strategies must be set up before it does.
 The exact power iteration is used: at upstream's xi = 1e-6 the
 finite-difference direction is float32 rounding noise on any device count
 (docs/distributed.md).
@@ -15,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_python, run_script
 
 HELPER = os.path.join(ROOT, "tests", "helpers", "train_and_dump.py")
 
@@ -31,8 +32,7 @@ def _train(log_dir, strategy, n_cpu, method, steps=3, env=None, wait=True):
     if not wait:
         return subprocess.Popen(cmd, env=_env(**(env or {})), cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-    p = subprocess.run(cmd, env=_env(**(env or {})), cwd=ROOT, capture_output=True, text=True,
-                       timeout=600)
+    p = run_python(HELPER, *cmd[2:], env=_env(**(env or {})))
     assert p.returncode == 0, p.stderr[-3000:]
     return _result(p.stdout)
 
@@ -102,10 +102,9 @@ def test_bad_distribution_settings_are_one_line_errors(tmp_path):
             "--num_iter_per_epoch=2", "--num_labeled_examples=20", "--batch_size=8",
             "--ul_batch_size=16"]
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "run_scripts", "train.py"), *base,
-                        f"--log_dir={tmp_path / 'a'}", "--distribution_strategy=multi_worker_mirrored"],
-                       capture_output=True, text=True, env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"),
-                       timeout=300, cwd=ROOT)
+    p = run_python(os.path.join(ROOT, "run_scripts", "train.py"), *base,
+                   f"--log_dir={tmp_path / 'a'}", "--distribution_strategy=multi_worker_mirrored",
+                   env=dict(env, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES=""), timeout=300)
     assert p.returncode == 1 and "TF_CONFIG" in p.stderr.strip().splitlines()[-1]
     p = run_script("train.py", *base, f"--log_dir={tmp_path / 'b'}",
                    "--distribution_strategy=multi_worker_mirrored",

@@ -5,6 +5,7 @@ are in :mod:`lvat_tf.fitting`.
 """
 import json
 import os
+import time
 
 import keras
 import tensorflow as tf
@@ -69,7 +70,7 @@ class ScalarLogger(keras.callbacks.Callback):
 
     Also keeps ``history``: one entry per epoch ({"epoch", "step", every
     training log: loss, xe_loss, accuracy and each regulariser's term, e.g.
-    ``lvat_loss``}), written to ``save_path`` (LOG_DIR/train_history.json) after
+    ``lvat_loss``, and ``fit_seconds``: fit time so far over every session}), written to ``save_path`` (LOG_DIR/train_history.json) after
     every epoch so a resumed run continues it; ``history`` given = what earlier
     sessions recorded up to the checkpoint resumed from.
     """
@@ -79,6 +80,17 @@ class ScalarLogger(keras.callbacks.Callback):
         self.writer, self.schedule = writer, schedule
         self.history = list(history or [])
         self.save_path = save_path
+        # Fit time of the epochs kept, over every session: a resumed run adds to it.
+        self._earlier = self.history[-1].get("fit_seconds", 0.0) if self.history else 0.0
+        self._t0 = time.time()
+
+    def on_train_begin(self, logs=None):
+        self._t0 = time.time()
+
+    @property
+    def fit_seconds(self) -> float:
+        """Training (fit) seconds of every epoch recorded, this session's and earlier ones'."""
+        return self.history[-1]["fit_seconds"] if self.history else self._earlier
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
@@ -93,7 +105,8 @@ class ScalarLogger(keras.callbacks.Callback):
             tf.summary.scalar("learning_rate", lr, step=step)
             tf.summary.scalar("beta1", beta1, step=step)
         self.writer.flush()
-        self.history.append({"epoch": epoch + 1, "step": step, **train_logs})
+        self.history.append({"epoch": epoch + 1, "step": step, **train_logs,
+                             "fit_seconds": round(self._earlier + time.time() - self._t0, 1)})
         if self.save_path:
             files.write_json_atomic(self.save_path, self.history)
 

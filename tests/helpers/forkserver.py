@@ -25,6 +25,7 @@ import time
 
 def _child(req):
     os.chdir(req["cwd"])
+    os.environ.clear()  # the request's whole environment, as subprocess would give it
     os.environ.update(req["env"])
     out = os.open(req["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     err = os.open(req["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -76,6 +77,15 @@ def main():
 
     for mod in pkgutil.walk_packages(lvat_tf.__path__, "lvat_tf."):
         importlib.import_module(mod.name)
+    from tensorflow.python.eager import context
+
+    # Forking is safe only while TensorFlow's runtime (thread pools, devices)
+    # has not started; an import that ran an op would start it.
+    if context.context()._context_handle is not None:
+        sys.stdout.write(json.dumps({"ready": False, "why": "TensorFlow's runtime started "
+                                     "during the imports"}) + "\n")
+        sys.stdout.flush()
+        return
 
     sys.stdout.write(json.dumps({"ready": True}) + "\n")
     sys.stdout.flush()
