@@ -197,7 +197,7 @@ def make_config(script: str = "train", **values) -> Config:
     if cfg.vae_num_epochs is None:
         resolved["vae_num_epochs"] = ds.vae_epochs
     if cfg.mat_lambda1 is None:
-        resolved["mat_lambda1"] = methods.MAT_LAMBDA1.get(cfg.dataset, 0.1)
+        resolved["mat_lambda1"] = methods.get_method(cfg.method).lambda1_defaults(cfg.dataset)
     if cfg.glow_train_steps is None:
         resolved["glow_train_steps"] = ds.glow_layout()["train_steps"]
     if cfg.eval_batch_size is None:

@@ -70,6 +70,10 @@ def test_every_vat_tf_flag_exists_with_upstream_default():
     (["--dataset=digits"], dict(num_labeled_examples=100, epsilon=1.5, data_dir=None)),
     (["--dataset=svhn", "--epsilon=0.7", "--num_labeled_examples=500"],
      dict(epsilon=0.7, num_labeled_examples=500)),
+    # MAT's lambda1 comes from the method spec's per-dataset table (MAT paper: 0.01 CIFAR-10).
+    (["--method=mat"], dict(mat_lambda1=0.01, epsilon=20.0)),
+    (["--method=mat", "--dataset=mnist"], dict(mat_lambda1=0.1, epsilon=2.0)),
+    (["--method=mat", "--mat_lambda1=0.3"], dict(mat_lambda1=0.3)),
 ])
 def test_dataset_dependent_defaults_only_when_not_given(args, want):
     cfg = _config(*args)

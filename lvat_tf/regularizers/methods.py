@@ -14,6 +14,11 @@ from lvat_tf.regularizers.mat import MAT, GaussianMixture
 from lvat_tf.regularizers.vat import VAT, Entropy
 
 
+def _mat_lambda1(dataset: str) -> float:
+    """MAT's lambda1 for ``dataset``: MAT_LAMBDA1 (the MAT paper's values, below), 0.1 elsewhere."""
+    return MAT_LAMBDA1.get(dataset, 0.1)
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
     """A training method.
@@ -30,6 +35,9 @@ class MethodSpec:
         LVAT, whose generative models need [0, 1]).
       generative: the generative model kind the method perturbs ("vae", "glow"), or None.
       needs_features: the method models the classifier's last hidden layer (MAT).
+      lambda1_defaults: ``dataset -> lambda1`` for the MAT weight ``mat_lambda1``
+        when the flag is not given. Every method resolves it (settings.json records it
+        for every run, as it always has); only the MAT family reads it.
     """
 
     name: str
@@ -40,6 +48,7 @@ class MethodSpec:
     input_scaling: str = "vat"
     generative: Optional[str] = None
     needs_features: bool = False
+    lambda1_defaults: Callable = _mat_lambda1
 
     def input_needs(self, zca: bool = True) -> pipeline.InputNeeds:
         """The input transform this method needs (scaling, LVAT's padding), for the data layer."""
