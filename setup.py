@@ -32,7 +32,8 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # tensorflow-serving-api: the export tests build PredictRequests for the signatures.
-        "test": ["pytest>=8", "tensorflow-serving-api==2.21.0"],
+        # pytest-xdist: .ci/run spreads the test files over two worker processes.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "tensorflow-serving-api==2.21.0"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
     },
 )

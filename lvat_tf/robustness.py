@@ -48,7 +48,7 @@ def accuracy_under_attack(classifier, x: np.ndarray, y: np.ndarray, epsilons: Se
                           attack: str, batch_size: int = 500) -> List[float]:
     """Accuracy (fraction) on (x, y) for each epsilon (eps 0 = clean accuracy)."""
 
-    @tf.function
+    @tf.function(autograph=False)
     def correct(xb, yb, eps):
         r = attack_perturbation(classifier, xb, yb, eps, attack)
         pred = tf.argmax(classifier(xb + r, bn_mode="moving"), -1, output_type=tf.int32)

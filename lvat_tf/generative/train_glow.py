@@ -135,7 +135,7 @@ def train_glow(cfg: GlowConfig, verbose: bool = True):
         idx = pipeline.shuffled_indices(t * b + tf.range(b, dtype=tf.int64), n, base)
         return tf.gather(xt, idx)
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(t):
         x = batch(t)
         with tf.GradientTape() as tape:
@@ -145,7 +145,7 @@ def train_glow(cfg: GlowConfig, verbose: bool = True):
         opt.apply(grads, glow.trainable_variables)
         return {"loss": loss, "loss_per_pixel": per_pixel, "l2_loss": l2, "bits_per_dim": bpd}
 
-    @tf.function
+    @tf.function(autograph=False)
     def test_nll(x, seed):
         return tf.reduce_mean(glow.bits_per_dim(glow.nll(x, seed=seed)))
 

@@ -105,7 +105,7 @@ def train_vae(cfg: VAEConfig, verbose: bool = True):
     n, b = len(x_all), cfg.batch_size
     steps = n // b if not cfg.max_iter_per_epoch else min(n // b, cfg.max_iter_per_epoch)
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(t):
         idx = pipeline.shuffled_indices(t * b + tf.range(b, dtype=tf.int64), n, base)
         x = pipeline.augment(tf.gather(xt, idx), tf.random.experimental.stateless_fold_in(
@@ -118,7 +118,7 @@ def train_vae(cfg: VAEConfig, verbose: bool = True):
         opt.apply(grads, vae.trainable_variables)
         return {"loss": loss, "rec": rec, "kl": kl}
 
-    @tf.function
+    @tf.function(autograph=False)
     def test_rec(x):
         mu, _ = vae.encode(x)
         xr = vae.decode(mu)

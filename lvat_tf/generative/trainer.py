@@ -111,6 +111,7 @@ class _StepTrainer(keras.Model):
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         return None  # the model and the optimizer are built before fit
 
+    @tf.autograph.experimental.do_not_convert  # the step is a plain graph (SSLModel.train_step)
     def train_step(self, data):
         return self._step(data)
 

@@ -193,7 +193,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.record = record or CollapseRecord()
         self.save_path = save_path
         self._predict = tf.function(lambda x: tf.nn.softmax(
-            tf.cast(self.classifier(x, bn_mode="moving"), tf.float32)))
+            tf.cast(self.classifier(x, bn_mode="moving"), tf.float32)), autograph=False)
 
     def _probs(self, x):
         return np.concatenate([self._predict(tf.constant(x[i:i + self.batch_size])).numpy()

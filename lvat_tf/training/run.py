@@ -278,7 +278,7 @@ def finetune_bn(classifier, data, cfg, seed):
     ds = pipeline.finetune_dataset(data, cfg.finetune_batch_size, seed, cfg.aug_trans,
                                    cfg.aug_flip)
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(x, t):
         s = tf.stack([tf.constant(seed, tf.int64), tf.cast(t, tf.int64) + (1 << 40)])
         classifier(x, bn_mode="update", dropout_seed=s)
@@ -290,7 +290,7 @@ def finetune_bn(classifier, data, cfg, seed):
 def evaluate_classifier(classifier, x, y, batch_size):
     """Inference-mode (moving statistics, no dropout) accuracy over all of x."""
 
-    @tf.function
+    @tf.function(autograph=False)
     def predict(xb):
         return tf.argmax(classifier(xb, bn_mode="moving"), -1)
 
