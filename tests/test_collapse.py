@@ -74,14 +74,15 @@ def test_monitor_warns_once_naming_the_flag_and_records(tmp_path, method, flag):
 
 def test_a_run_made_to_collapse_is_detected_and_recorded(tmp_path):
     """MNIST-100, VAT at epsilon 0.3 (docs/results.md 'Training dynamics'): fits the 100 labels,
-    near-uniform elsewhere."""
+    near-uniform elsewhere. 800 updates suffice (normalized unlabeled entropy 0.46 after 400,
+    0.71 after 800; the threshold is 0.5)."""
     from lvat_tf.config import make_config
     from lvat_tf.training import run
 
     data_dir = shared_path("data", "mnist")
     cfg = make_config(dataset="mnist", data_dir=data_dir, model="mlp", method="vat",
-                      epsilon=0.3, num_labeled_examples=100, num_epochs=4, epoch_decay_start=4,
-                      num_iter_per_epoch=400, eval_freq=2, log_dir=str(tmp_path / "run"),
+                      epsilon=0.3, num_labeled_examples=100, num_epochs=2, epoch_decay_start=2,
+                      num_iter_per_epoch=400, eval_freq=1, log_dir=str(tmp_path / "run"),
                       finetune_iter=5, num_eval_examples=1000)
     res = run.train_and_evaluate(cfg, verbose=0)
     rec = res["collapse"]

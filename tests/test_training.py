@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, run_script, tiny_config
+from conftest import ROOT, run_python, run_script, tiny_config
 from lvat_tf import experiments
 from lvat_tf.models import registry
 from lvat_tf.regularizers import methods
@@ -199,7 +199,10 @@ def _ckpt_values(log_dir):
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
-    p = subprocess.run(_train_cmd(full), env=env, capture_output=True, text=True, timeout=600)
+    # The uninterrupted run and the resumption are processes forked from the test fork server
+    # (conftest.run_python); the run that is killed is a fresh interpreter, so the SIGKILL hits
+    # a real process of its own.
+    p = run_python(*_train_cmd(full)[1:], env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     proc = subprocess.Popen(_train_cmd(cut), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -213,7 +216,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(cut, "results.json"))
-    p = subprocess.run(_train_cmd(cut), env=env, capture_output=True, text=True, timeout=600)
+    p = run_python(*_train_cmd(cut)[1:], env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "Resuming from" in p.stderr
     path_a, a = _ckpt_values(full)
