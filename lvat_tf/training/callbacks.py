@@ -12,6 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 from lvat_tf import files
+from lvat_tf.losses import cross_entropy
 from lvat_tf.training.optimizer import upstream_schedule
 
 
@@ -39,16 +40,35 @@ class PeriodicEval(keras.callbacks.Callback):
     use a fixed random subset of the same size so curves are comparable.
     """
 
-    def __init__(self, dataset, eval_freq, num_epochs, writer=None, prefix="test"):
+    def __init__(self, dataset, eval_freq, num_epochs, writer=None, prefix="test",
+                 logits_fn=None):
         super().__init__()
         self.dataset, self.eval_freq, self.num_epochs = dataset, eval_freq, num_epochs
         self.writer, self.prefix = writer, prefix
+        self.logits_fn = logits_fn
         self.history = []
+
+    def _evaluate(self):
+        """{loss, xe_loss, accuracy} over the dataset: the model's test_step through
+        ``model.evaluate``, or, given ``logits_fn`` (the run's shared inference graph,
+        models.classifiers.inference_function), the same means from its logits without
+        tracing a test function of its own."""
+        if self.logits_fn is None:
+            return self.model.evaluate(self.dataset, verbose=0, return_dict=True)
+        xe_sum, correct, n = 0.0, 0, 0
+        for x, y in self.dataset:
+            logits = self.logits_fn(x)
+            b = int(tf.shape(y)[0])
+            xe_sum += float(cross_entropy(logits, y)) * b
+            correct += int(tf.reduce_sum(tf.cast(tf.equal(
+                tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)), tf.int32)))
+            n += b
+        return {"loss": xe_sum / n, "xe_loss": xe_sum / n, "accuracy": correct / n}
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.eval_freq and epoch + 1 != self.num_epochs:
             return
-        res = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
+        res = self._evaluate()
         step = int(self.model.optimizer.iterations.numpy())
         self.history.append({"epoch": epoch + 1, "step": step, **{k: float(v)
                                                                   for k, v in res.items()}})

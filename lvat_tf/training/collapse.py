@@ -170,7 +170,9 @@ class CollapseMonitor(keras.callbacks.Callback):
     """Logs the statistics above at each evaluation and warns once on a collapse.
 
     Args:
-      classifier: the classifier (called with ``bn_mode="moving"``).
+      classifier: ``x -> logits`` in inference mode (the run passes
+        :func:`lvat_tf.models.classifiers.inference_function`; a classifier called with its
+        default ``bn_mode="moving"`` works too).
       x_unlabeled: (N, H, W, C) the fixed monitoring batch.
       x_labeled, y_labeled: the labeled set (at most 1,000 images are used).
       method: ``--method``, for the warning's causes.
@@ -192,12 +194,12 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.writer, self.batch_size = writer, batch_size
         self.record = record or CollapseRecord()
         self.save_path = save_path
-        self._predict = tf.function(lambda x: tf.nn.softmax(
-            tf.cast(self.classifier(x, bn_mode="moving"), tf.float32)), autograph=False)
 
     def _probs(self, x):
-        return np.concatenate([self._predict(tf.constant(x[i:i + self.batch_size])).numpy()
-                               for i in range(0, len(x), self.batch_size)])
+        return np.concatenate([
+            tf.nn.softmax(tf.cast(self.classifier(tf.constant(x[i:i + self.batch_size])),
+                                  tf.float32)).numpy()
+            for i in range(0, len(x), self.batch_size)])
 
     def measure(self):
         """(stats dict incl. labeled_accuracy, kind or None) for the current weights."""

@@ -29,6 +29,7 @@ from lvat_tf.errors import ConfigError
 from lvat_tf.generative import model_dir as model_dir_lib
 from lvat_tf.generative.train_glow import GlowConfig, train_glow
 from lvat_tf.generative.train_vae import VAEConfig, train_vae
+from lvat_tf.models import classifiers
 from lvat_tf.models import registry as model_registry
 from lvat_tf.regularizers import methods
 from lvat_tf.regularizers.power_iteration import xi_resolution_warning
@@ -287,16 +288,18 @@ def finetune_bn(classifier, data, cfg, seed):
         step(x, tf.constant(t, tf.int64))
 
 
-def evaluate_classifier(classifier, x, y, batch_size):
-    """Inference-mode (moving statistics, no dropout) accuracy over all of x."""
+def evaluate_classifier(classifier, x, y, batch_size, logits_fn=None):
+    """Inference-mode (moving statistics, no dropout) accuracy over all of x.
 
-    @tf.function(autograph=False)
-    def predict(xb):
-        return tf.argmax(classifier(xb, bn_mode="moving"), -1)
-
+    Returns (number correct, number of examples). ``logits_fn``: the run's shared
+    :func:`~lvat_tf.models.classifiers.inference_function` (built here when None).
+    """
+    if logits_fn is None:
+        logits_fn = classifiers.inference_function(classifier, x.shape[1:])
     correct = 0
     for xb, yb in pipeline.eval_dataset(x, y, batch_size):
-        correct += int(tf.reduce_sum(tf.cast(tf.equal(predict(xb), yb), tf.int32)))
+        pred = tf.argmax(logits_fn(xb), -1)
+        correct += int(tf.reduce_sum(tf.cast(tf.equal(pred, yb), tf.int32)))
     return correct, len(y)
 
 
@@ -404,11 +407,12 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
     train_writer, test_writer = cb.make_writer(tb_dir, "train"), cb.make_writer(tb_dir, "test")
     schedule = cb.UpstreamSchedule(cfg)
     guard = fitting.NaNGuard()
+    logits_fn = classifiers.inference_function(clf, data.image_shape)
     evaluator = cb.PeriodicEval(eval_ds, cfg.eval_freq, cfg.num_epochs, test_writer,
-                                "valid" if cfg.validation else "test")
+                                "valid" if cfg.validation else "test", logits_fn)
     collapse_path = os.path.join(cfg.log_dir, "collapse.json")
     monitor = collapse_lib.CollapseMonitor(
-        clf, collapse_lib.monitor_batch(data.x_unlabeled, cfg.seed), data.x_labeled,
+        logits_fn, collapse_lib.monitor_batch(data.x_unlabeled, cfg.seed), data.x_labeled,
         data.y_labeled, cfg.method, cfg.eval_freq, cfg.num_epochs, test_writer,
         cfg.eval_batch_size, record=_load_collapse_record(collapse_path),
         save_path=collapse_path if chief else None)
@@ -438,7 +442,7 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         with open(prev_path) as f:
             prev = json.load(f)
         prev_seconds = prev.get("train_seconds_total", prev.get("train_seconds_this_session", 0.0))
-    results = final_evaluation(clf, data, cfg)
+    results = final_evaluation(clf, data, cfg, logits_fn)
     results["distribution"] = {"strategy": cfg.distribution_strategy,
                                "replicas": strategy.num_replicas_in_sync}
     results["mixed_precision"] = cfg.mixed_precision
@@ -462,15 +466,19 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
     return results
 
 
-def final_evaluation(clf, data, cfg):
+def final_evaluation(clf, data, cfg, logits_fn=None):
     """test.py protocol: BN re-estimation, then the whole test set (moving statistics).
 
     With ``--validation`` the "test set" is the validation set, as upstream
-    test.py reads ``test_val`` then; ``evaluated_on`` says which.
+    test.py reads ``test_val`` then; ``evaluated_on`` says which. ``logits_fn``: as
+    :func:`evaluate_classifier`'s (one graph serves both evaluations: it reads the moving
+    statistics when called, so it sees the re-estimated ones).
     """
-    c0, n = evaluate_classifier(clf, data.x_eval, data.y_eval, cfg.eval_batch_size)
+    if logits_fn is None:
+        logits_fn = classifiers.inference_function(clf, data.image_shape)
+    c0, n = evaluate_classifier(clf, data.x_eval, data.y_eval, cfg.eval_batch_size, logits_fn)
     finetune_bn(clf, data, cfg, cfg.seed)
-    c, n = evaluate_classifier(clf, data.x_eval, data.y_eval, cfg.eval_batch_size)
+    c, n = evaluate_classifier(clf, data.x_eval, data.y_eval, cfg.eval_batch_size, logits_fn)
     acc = c / n
     return {"test_accuracy": acc, "test_error": 100.0 * (1 - acc), "num_correct": c,
             "num_test_examples": n, "test_error_before_bn_finetune": 100.0 * (1 - c0 / n),
