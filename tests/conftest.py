@@ -114,6 +114,21 @@ def tiny_config(log_dir="", **kw):
     return make_config(**base)
 
 
+#: Test files in decreasing measured duration (LVAT_TEST_TIMES profile, session 7): with the
+#: suite spread over workers one file at a time (.ci/run: xdist --dist loadfile), starting the
+#: long files first keeps one long file from running alone at the end. Files not named keep
+#: their order after these.
+HEAVY_FIRST = ("test_training.py", "test_glow.py", "test_recipe_generative.py",
+               "test_distribute.py", "test_train_fixture.py", "test_benchmark.py",
+               "test_collapse.py", "test_convert.py", "test_lvat.py",
+               "test_regularizer_interface.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
+
+
 def pytest_runtest_logreport(report):
     """LVAT_TEST_TIMES=FILE appends each test's phase times as they finish (profiling the suite)."""
     path = os.environ.get("LVAT_TEST_TIMES")
