@@ -136,8 +136,8 @@ class SSLModel(keras.Model):
     # Keras traces train_step / test_step with autograph on. Nothing in the step branches
     # or loops on a tensor (loops run over Python ints: power iterations, regularisers), so
     # autograph would only rewrite the source of every function the step calls: skipping it
-    # saves ~15 % of each run's fixed tracing cost (measured on the tests' tiny runs) and
-    # gives the same graph.
+    # saves ~15 % of each run's fixed tracing cost (measured on the tests' tiny runs) for
+    # the same computation (every test result unchanged).
     @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         variables = self.classifier.trainable_variables
