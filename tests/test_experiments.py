@@ -54,3 +54,16 @@ def test_reproduce_runs_every_seed_and_reports_mean_and_std(tmp_path):
         assert res["seed"] == s and res["config"]["dataset_seed"] == d and "collapse" in res
     p = run_script("reproduce.py", "--recipe=digits100", "--seeds=0", f"--output_dir={tmp_path}")
     assert p.returncode == 1 and "--seeds" in p.stderr.strip().splitlines()[-1]
+
+
+def test_every_recipe_variant_is_a_valid_config():
+    """Each row of every recipe resolves and validates as a run config (no training)."""
+    from lvat_tf.config import make_config
+    from lvat_tf.recipes import RECIPES
+
+    for name, recipe in RECIPES.items():
+        names = [v for v, _ in recipe.variants]
+        assert len(names) == len(set(names)), name
+        for variant, overrides in recipe.variants:
+            cfg = make_config(**dict(recipe.base, **overrides, log_dir="x"))
+            assert cfg.method == overrides.get("method", recipe.base.get("method", cfg.method))
