@@ -41,9 +41,9 @@ def inference_function(classifier, image_shape):
     """``x -> logits`` in inference mode (moving BN statistics, no dropout) as one graph.
 
     Every inference consumer of a run (the periodic evaluation, the collapse monitor, the
-    final evaluation before and after BN re-estimation) shares it: the batch dimension is left open, so the last, shorter
-    batch needs no second graph. Traced once instead of once per consumer and batch size,
-    which was a large part of a short run's fixed cost.
+    final evaluation before and after BN re-estimation) shares it: the batch dimension is
+    left open, so the last, shorter batch needs no second graph. Traced once instead of once
+    per consumer and batch size, which was a large part of a short run's fixed cost.
 
     Args:
       classifier: a :class:`Classifier`.

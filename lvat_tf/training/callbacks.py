@@ -33,6 +33,21 @@ class UpstreamSchedule(keras.callbacks.Callback):
         self.current = (lr, beta1)
 
 
+def inference_totals(logits_fn, dataset):
+    """(summed cross-entropy, number correct, number of examples) of ``logits_fn`` over the
+    (x, y) batches of ``dataset`` (the one evaluation loop of the periodic and final
+    evaluations)."""
+    xe_sum, correct, n = 0.0, 0, 0
+    for x, y in dataset:
+        logits = logits_fn(x)
+        b = int(tf.shape(y)[0])
+        xe_sum += float(cross_entropy(logits, y)) * b
+        correct += int(tf.reduce_sum(tf.cast(tf.equal(
+            tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)), tf.int32)))
+        n += b
+    return xe_sum, correct, n
+
+
 class PeriodicEval(keras.callbacks.Callback):
     """Every ``eval_freq`` epochs and at the last: inference-mode eval on a fixed subset.
 
@@ -55,14 +70,7 @@ class PeriodicEval(keras.callbacks.Callback):
         tracing a test function of its own."""
         if self.logits_fn is None:
             return self.model.evaluate(self.dataset, verbose=0, return_dict=True)
-        xe_sum, correct, n = 0.0, 0, 0
-        for x, y in self.dataset:
-            logits = self.logits_fn(x)
-            b = int(tf.shape(y)[0])
-            xe_sum += float(cross_entropy(logits, y)) * b
-            correct += int(tf.reduce_sum(tf.cast(tf.equal(
-                tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)), tf.int32)))
-            n += b
+        xe_sum, correct, n = inference_totals(self.logits_fn, self.dataset)
         return {"loss": xe_sum / n, "xe_loss": xe_sum / n, "accuracy": correct / n}
 
     def on_epoch_end(self, epoch, logs=None):

@@ -296,11 +296,8 @@ def evaluate_classifier(classifier, x, y, batch_size, logits_fn=None):
     """
     if logits_fn is None:
         logits_fn = classifiers.inference_function(classifier, x.shape[1:])
-    correct = 0
-    for xb, yb in pipeline.eval_dataset(x, y, batch_size):
-        pred = tf.argmax(logits_fn(xb), -1)
-        correct += int(tf.reduce_sum(tf.cast(tf.equal(pred, yb), tf.int32)))
-    return correct, len(y)
+    _, correct, n = cb.inference_totals(logits_fn, pipeline.eval_dataset(x, y, batch_size))
+    return correct, n
 
 
 def train_and_evaluate(cfg, verbose="auto"):
