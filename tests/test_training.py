@@ -365,6 +365,14 @@ def test_second_run_of_a_process_saves_resumable_optimizer_keys(tmp_path):
     assert res["train_history"][1]["step"] == 2 * old.num_iter_per_epoch
     assert experiments.last_epoch_terms(res) == {"vat_loss": round(
         res["train_history"][1]["vat_loss"], 4)}
+    # A finished run whose history predates fit_seconds (an older version wrote it) is
+    # re-evaluated without error and keeps the training time its results.json recorded.
+    hist_path = tmp_path / "old" / "train_history.json"
+    hist_path.write_text(json.dumps([{k: v for k, v in h.items() if k != "fit_seconds"}
+                                     for h in json.loads(hist_path.read_text())]))
+    again = run.train_and_evaluate(old, verbose=0)
+    assert again["train_seconds_total"] == res["train_seconds_total"]
+    assert again["train_seconds_this_session"] < 1.0
 
 
 def test_mixed_precision_run_trains_in_bfloat16_and_restores_the_policy(tmp_path):

@@ -118,7 +118,11 @@ class ScalarLogger(keras.callbacks.Callback):
     @property
     def fit_seconds(self) -> float:
         """Training (fit) seconds of every epoch recorded, this session's and earlier ones'."""
-        return self.history[-1]["fit_seconds"] if self.history else self._earlier
+        # A history written before fit_seconds was recorded (a run finished by an
+        # older version, resumed only to be re-evaluated) has no such key: its fit
+        # time is unknown, not an error.
+        return self.history[-1].get("fit_seconds", self._earlier) if self.history else \
+            self._earlier
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
