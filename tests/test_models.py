@@ -42,6 +42,62 @@ def test_bn_batch_and_update_modes_give_identical_outputs():
         bn(x, mode="train")
 
 
+def _op_types(layer, x, mode):
+    fn = tf.function(lambda t: layer(t, mode=mode), autograph=False)
+    return {op.type for op in fn.get_concrete_function(x).graph.get_operations()}
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 3, 5), (16, 5)])
+def test_bn_in_bfloat16_is_one_fused_kernel_with_the_float32_maths(shape):
+    """Under mixed precision the batch statistics come from FusedBatchNormV3 (speed,
+    docs/results.md): same outputs, float32 moving averages (not re-rounded to bfloat16 at
+    each update), gradients and tangents as the float32 layer on the same rounded inputs."""
+    rng = np.random.RandomState(1)
+    x = tf.constant(rng.randn(*shape).astype(np.float32) * 2 + 1)
+    xb = tf.cast(tf.cast(x, tf.bfloat16), tf.float32)  # what the bfloat16 layer sees
+    bf, ref = UpstreamBatchNorm(dtype="mixed_bfloat16"), UpstreamBatchNorm()
+    for layer in (bf, ref):
+        layer(xb, mode="moving")
+        layer.gamma.assign(rng.uniform(0.5, 2, shape[-1]).astype(np.float32))
+        layer.beta.assign(np.linspace(-1, 1, shape[-1]).astype(np.float32))
+    g, b = bf.gamma.numpy(), bf.beta.numpy()
+    ref.gamma.assign(g)
+    ref.beta.assign(b)
+    assert "FusedBatchNormV3" in _op_types(bf, xb, "update")
+    # float32 keeps the unfused kernel: the fused one's gradient is ~1e-3 off with oneDNN.
+    assert "FusedBatchNormV3" not in _op_types(ref, xb, "update")
+    for _ in range(20):
+        out, want = bf(xb, mode="update"), ref(xb, mode="update")
+    assert out.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(out, tf.float32).numpy(), want.numpy(), rtol=2e-2,
+                               atol=2e-2)
+    # Twenty updates of the moving averages: float32 throughout (bfloat16 reads of the
+    # averages would be off by ~1e-3).
+    np.testing.assert_allclose(bf.moving_mean.numpy(), ref.moving_mean.numpy(), rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(bf.moving_variance.numpy(), ref.moving_variance.numpy(),
+                               rtol=1e-5)
+    before = _values(bf)
+    bf(xb, mode="batch")
+    for a, c in zip(before, _values(bf)):
+        np.testing.assert_array_equal(a, c)
+
+    w = tf.constant(rng.randn(*shape).astype(np.float32))
+    d = tf.constant(rng.randn(*shape).astype(np.float32))
+
+    def grads_and_tangent(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(xb)
+            loss = tf.reduce_sum(tf.cast(layer(xb, mode="batch"), tf.float32) * w)
+        gx, gg, gb = tape.gradient(loss, [xb, layer.gamma, layer.beta])
+        with tf.autodiff.ForwardAccumulator(xb, d) as acc:
+            y = tf.cast(layer(xb, mode="batch"), tf.float32)
+        return [t.numpy() for t in (gx, gg, gb, acc.jvp(y))]
+
+    for got, exp in zip(grads_and_tangent(bf), grads_and_tangent(ref)):
+        assert np.abs(got - exp).max() <= 2e-2 * np.abs(exp).max()
+
+
 def test_upstream_init_stddev():
     w = UpstreamVarianceScaling(seed=3)((3, 3, 64, 128), "float32").numpy()
     fan_in = 3 * 3 * 64
