@@ -31,12 +31,14 @@ def test_benchmark_script_rows(tmp_path):
 def test_mixed_precision_rows_and_direction_cosines(tmp_path):
     out = tmp_path / "bench.json"
     p = run_script("benchmark.py", "--model=tiny_cnn", "--dataset=synthetic", "--batch_size=8",
-                   "--ul_batch_size=16", "--steps=1", "--warmup=1", "--methods=baseline,vat",
+                   "--ul_batch_size=16", "--steps=1", "--warmup=1", "--methods=baseline,vat,mat",
                    "--mixed_precision", "--direction_cosine=8", f"--output={out}")
     assert p.returncode == 0, p.stderr[-2000:]
     rows = json.load(open(out))
     assert all(r["mixed_precision"] for r in rows)
     assert rows[1]["power_iteration"] == "exact"  # forced under bfloat16
+    # MAT's float32 mixture takes the bfloat16 features (it raised a dtype error before).
+    assert rows[2]["method"] == "mat" and rows[2]["ms_per_step"] > 0
     cos = rows[0]["direction_cosine"]
     assert set(cos) == {"bfloat16_exact", "float32_exact", "float32_finite_difference"}
     assert "VAT direction vs float64 exact" in p.stdout

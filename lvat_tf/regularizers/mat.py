@@ -91,6 +91,7 @@ class GaussianMixture(keras.layers.Layer):
         sums, then centred scatters), so every replica gets the statistics of
         the global batch.
         """
+        z = tf.cast(z, self.means.dtype)  # bfloat16 features under mixed precision
         onehot = tf.one_hot(tf.cast(y, tf.int32), self.m, dtype=z.dtype)
         counts, sums = distribute.all_reduce_sum([tf.reduce_sum(onehot, 0),
                                                   tf.matmul(onehot, z, transpose_a=True)])
@@ -142,7 +143,12 @@ class GaussianMixture(keras.layers.Layer):
 
     # -- densities ------------------------------------------------------------
     def log_prob(self, z):
-        """log N(z | mu_j, Sigma_j) for every component: (B, D) -> (B, M)."""
+        """log N(z | mu_j, Sigma_j) for every component: (B, D) -> (B, M).
+
+        The mixture is float32 (its Cholesky factors and log-determinants need
+        it); bfloat16 features (mixed precision) are cast up.
+        """
+        z = tf.cast(z, self.means.dtype)
         diff = z[:, None, :] - self.means[None]  # (B, M, D)
         log2pi = self.d * math.log(2 * math.pi)
         if self.covariance == "full":
@@ -171,6 +177,7 @@ def information(gmm: GaussianMixture, z, y):
 
 def center_loss(means, z, y):
     """Center loss (Wen et al.): 0.5 * mean_i ||z_i - c_{y_i}||^2."""
+    z = tf.cast(z, means.dtype)
     return 0.5 * tf.reduce_mean(tf.reduce_sum(
         tf.square(z - tf.gather(means, tf.cast(y, tf.int32))), -1))
 
@@ -178,6 +185,7 @@ def center_loss(means, z, y):
 def joint_logits(logits, mixture_logits):
     """Logits of p(y) x q(c) as (B, K*M): KL of these = KL(p) + KL(q)."""
     b = tf.shape(logits)[0]
+    logits = tf.cast(logits, mixture_logits.dtype)  # float32, also under mixed precision
     out = logsoftmax(logits)[:, :, None] + logsoftmax(mixture_logits)[:, None, :]
     return tf.reshape(out, [b, -1])
 
