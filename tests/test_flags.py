@@ -74,6 +74,17 @@ def test_every_vat_tf_flag_exists_with_upstream_default():
     (["--method=mat"], dict(mat_lambda1=0.01, epsilon=20.0)),
     (["--method=mat", "--dataset=mnist"], dict(mat_lambda1=0.1, epsilon=2.0)),
     (["--method=mat", "--mat_lambda1=0.3"], dict(mat_lambda1=0.3)),
+    # bfloat16: the exact direction where the gradient at r = 0 vanishes (the finite
+    # difference's H d is lost); LVAT against p(y|x) keeps the finite difference (its
+    # direction is that gradient, kept in bfloat16: same cosine, docs/results.md).
+    (["--mixed_precision"], dict(power_iteration="exact")),
+    (["--mixed_precision", "--method=mat"], dict(power_iteration="exact")),
+    (["--mixed_precision", "--method=lvat_vae"], dict(power_iteration="finite_difference")),
+    (["--mixed_precision", "--method=lvat_glow"], dict(power_iteration="finite_difference")),
+    (["--mixed_precision", "--method=lvat_glow_mat"], dict(power_iteration="finite_difference")),
+    (["--mixed_precision", "--method=lvat_vae", "--lvat_reference=reconstruction"],
+     dict(power_iteration="exact")),
+    (["--method=lvat_vae"], dict(power_iteration="finite_difference")),
 ])
 def test_dataset_dependent_defaults_only_when_not_given(args, want):
     cfg = _config(*args)

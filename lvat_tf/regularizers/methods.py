@@ -38,6 +38,12 @@ class MethodSpec:
       lambda1_defaults: ``dataset -> lambda1`` for the MAT weight ``mat_lambda1``
         when the flag is not given. Every method resolves it (settings.json records it
         for every run, as it always has); only the MAT family reads it.
+      first_order_direction: ``config -> bool``: the KL the direction search
+        differentiates has a non-zero gradient at r = 0 (LVAT against p(y|x): the
+        reconstruction gap), so upstream's finite difference at xi = 1e-6 returns that
+        gradient (+ xi * H d) and stays well defined in bfloat16; False where the
+        gradient at r = 0 vanishes and the direction is the H d a finite difference
+        loses in bfloat16 (VAT, MAT, LVAT against the reconstruction).
     """
 
     name: str
@@ -49,6 +55,7 @@ class MethodSpec:
     generative: Optional[str] = None
     needs_features: bool = False
     lambda1_defaults: Callable = _mat_lambda1
+    first_order_direction: Callable = lambda cfg: False
 
     def input_needs(self, zca: bool = True) -> pipeline.InputNeeds:
         """The input transform this method needs (scaling, LVAT's padding), for the data layer."""
@@ -121,13 +128,19 @@ register(MethodSpec("vatent", lambda cfg, ctx: [_vat(cfg), Entropy()],
 LVAT_VAE_EPSILON = {"svhn": 1.5, "cifar10": 1.0}
 
 
+def _lvat_first_order(cfg) -> bool:
+    """LVAT's reference p(y|x) is not the output at r = 0 (p(y|Dec(Enc(x))))."""
+    return cfg.lvat_reference == "input"
+
+
 def _lvat_vae(cfg, ctx):
     return [LVATVAE(ctx.generative_model, reference=cfg.lvat_reference, **_search(cfg))]
 
 
 register(MethodSpec("lvat_vae", _lvat_vae, "CE + VAT in the latent space of a frozen VAE "
                     "(LVAT-VAE)", epsilon_defaults=lambda ds, aug: LVAT_VAE_EPSILON.get(ds, 1.0),
-                    input_scaling="unit", generative="vae"))
+                    input_scaling="unit", generative="vae",
+                    first_order_direction=_lvat_first_order))
 
 
 #: LVAT paper section 6.2.2: epsilon_lvat for Glow 1.0 on SVHN and CIFAR-10
@@ -142,7 +155,8 @@ def _lvat_glow(cfg, ctx):
 register(MethodSpec("lvat_glow", _lvat_glow, "CE + VAT in the latent space (y, z) of a frozen "
                     "Glow (LVAT-Glow)",
                     epsilon_defaults=lambda ds, aug: LVAT_GLOW_EPSILON.get(ds, 1.0),
-                    input_scaling="unit", generative="glow"))
+                    input_scaling="unit", generative="glow",
+                    first_order_direction=_lvat_first_order))
 
 
 #: MAT paper: sigma = 2 (MNIST), 20 (CIFAR-10); lambda1 = 0.1 (MNIST), 0.01
@@ -184,9 +198,11 @@ register(MethodSpec("lvat_vae_mat", lambda cfg, ctx: _latent_mat(cfg, ctx, LVATV
                     "CE + MAT's smoothness with x_adv from a frozen VAE's latent space + MAT's "
                     "information term (ours)",
                     epsilon_defaults=lambda ds, aug: LVAT_VAE_EPSILON.get(ds, 1.0),
-                    input_scaling="unit", generative="vae", needs_features=True))
+                    input_scaling="unit", generative="vae", needs_features=True,
+                    first_order_direction=lambda cfg: True))
 register(MethodSpec("lvat_glow_mat", lambda cfg, ctx: _latent_mat(cfg, ctx, LVATGlow),
                     "CE + MAT's smoothness with x_adv from a frozen Glow's latent space + MAT's "
                     "information term (ours)",
                     epsilon_defaults=lambda ds, aug: LVAT_GLOW_EPSILON.get(ds, 1.0),
-                    input_scaling="unit", generative="glow", needs_features=True))
+                    input_scaling="unit", generative="glow", needs_features=True,
+                    first_order_direction=lambda cfg: True))
