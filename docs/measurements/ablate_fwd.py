@@ -5,44 +5,18 @@ from lvat_tf.config import make_config
 from lvat_tf.models import registry as model_registry, layers as L, classifiers as C
 from lvat_tf.training.run import dtype_policy
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bn_variants  # noqa: E402
+
 B, REPS = int(sys.argv[1]), int(sys.argv[2])
 variant = sys.argv[3]
 policy = sys.argv[4]
 if "nobn" in variant:
     L.UpstreamBatchNorm.call = lambda self, x, mode="moving": x
 if "foldbn" in variant:
-    orig_call = L.UpstreamBatchNorm.call
-    def fold(self, x, mode="moving"):
-        if mode == "moving":
-            return orig_call(self, x, mode)
-        dtype = x.dtype
-        xs = x if dtype == tf.float32 else tf.cast(x, tf.float32)
-        mean, var = tf.nn.moments(xs, axes=[0, 1, 2])
-        inv = tf.math.rsqrt(var + self.epsilon) * self.gamma.value
-        shift = self.beta.value - mean * inv
-        return x * tf.cast(inv, dtype) + tf.cast(shift, dtype)
-    L.UpstreamBatchNorm.call = fold
+    bn_variants.install_folded_bn()
 if "cgbn" in variant:
-    orig_call2 = L.UpstreamBatchNorm.call
-    def cg(self, x, mode="moving"):
-        if mode == "moving" or x.dtype != tf.float32:
-            return orig_call2(self, x, mode)
-        eps = self.epsilon
-        @tf.custom_gradient
-        def bn(x, gamma, beta):
-            mean, var = tf.nn.moments(x, axes=[0, 1, 2])
-            inv = tf.math.rsqrt(var + eps)
-            xhat = (x - mean) * inv
-            y = xhat * gamma + beta
-            def grad(dy):
-                n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
-                dbeta = tf.reduce_sum(dy, [0, 1, 2])
-                dgamma = tf.reduce_sum(dy * xhat, [0, 1, 2])
-                dx = (gamma * inv / n) * (n * dy - dbeta - xhat * dgamma)
-                return dx, dgamma, dbeta
-            return y, grad
-        return bn(x, self.gamma.value, self.beta.value)
-    L.UpstreamBatchNorm.call = cg
+    bn_variants.install_custom_gradient_bn(recompute=False)
 if "nolrelu" in variant:
     tf.nn.leaky_relu = lambda h, alpha=0.2: h
 if "nodrop" in variant:

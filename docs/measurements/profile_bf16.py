@@ -1,4 +1,7 @@
-"""Component times of the VAT step on Conv-Large, float32 vs mixed_bfloat16 (issue 15)."""
+"""Component times of the VAT step on Conv-Large, float32 vs mixed_bfloat16 (issue 15).
+
+The session-8 "old kernel" figures are this script at commit 613de17 (before the fused
+bfloat16 batch norm); POLICIES=float32 or POLICIES=mixed_bfloat16 runs one policy."""
 import statistics, sys, time, json
 import numpy as np, tensorflow as tf, keras
 from lvat_tf.config import make_config
@@ -23,20 +26,6 @@ def timeit(fn):
     return round(1000 * statistics.median(ts), 1)
 
 import os
-from lvat_tf.models import layers as L
-if os.environ.get("FUSED_BN") == "1":
-    orig = L.UpstreamBatchNorm.call
-    def fused(self, x, mode="moving"):
-        if mode == "moving" or len(x.shape) != 4:
-            return orig(self, x, mode)
-        e = tf.constant([], tf.float32)
-        y, m, v, *_ = tf.raw_ops.FusedBatchNormV3(x=x, scale=self.gamma._value, offset=self.beta._value, mean=e, variance=e,
-            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
-        if mode == "update":
-            self.moving_mean.assign(self.decay * self.moving_mean._value + (1 - self.decay) * tf.stop_gradient(m))
-            self.moving_variance.assign(self.decay * self.moving_variance._value + (1 - self.decay) * tf.stop_gradient(v))
-        return y
-    L.UpstreamBatchNorm.call = fused
 res = {}
 for policy in os.environ.get("POLICIES", "float32,mixed_bfloat16").split(","):
     with dtype_policy(policy):
