@@ -226,9 +226,12 @@ register(Recipe(
 #   passes dominate a VAT step, so 64 buys ~1.8x more updates per CPU-minute;
 # - 4,500 updates (15 x 300), Adam 1e-3 decaying linearly to 0 over the last
 #   third with beta1 -> 0.5 (the paper's schedule shape; it trained 200,000);
-# - float32 and vat_tf's finite-difference direction: on this classifier the
-#   bfloat16 step (which forces the exact power iteration) was *slower*
-#   (VAT 862 vs 779 ms, LVAT-VAE 1,693 vs 806 ms on an AMX Xeon; docs/results.md);
+# - float32 and vat_tf's finite-difference direction. When the recipe was made the
+#   bfloat16 step was slower on this classifier (VAT 862 vs 779 ms, LVAT-VAE 1,693 vs
+#   806 ms, AMX Xeon); since the fused bfloat16 batch norm it is about half the float32
+#   step (VAT 233 vs 466 ms, LVAT-VAE 194 vs 536; docs/results.md), but its test error on
+#   this recipe is not measured, and the rows already trained are float32: a bfloat16
+#   version needs its own rows, with seeds;
 # - epsilon: VAT 10.0 (the LVAT authors' CIFAR-10 value without augmentation),
 #   LVAT-VAE and LVAT-Glow 1.0 (the paper's grid searches);
 # - the generative models are trained once on the 50,000 training images and
