@@ -110,7 +110,12 @@ def load(model_dir: str, expect: dict = None):
     except (KeyError, TypeError, ValueError) as e:
         raise GenerativeModelError(f"--generative_model_dir: {meta_path}: architecture "
                                    f"{meta['architecture']!r} cannot be built ({e})") from None
-    model(tf.zeros((1,) + shape))
+    if isinstance(model, Glow):
+        # Glow creates its variables from the shapes alone; a forward + inverse pass of an
+        # eager TFP flow (the upstream-size one: ~14 s here) would only build them.
+        model.build((None,) + shape)
+    else:
+        model(tf.zeros((1,) + shape))
     try:
         model.load_weights(os.path.join(model_dir, WEIGHTS))
     except Exception as e:  # h5py / shape errors
