@@ -194,15 +194,14 @@ def _latent_mat(cfg, ctx, searcher):
                       **_search(cfg))]
 
 
-register(MethodSpec("lvat_vae_mat", lambda cfg, ctx: _latent_mat(cfg, ctx, LVATVAE),
-                    "CE + MAT's smoothness with x_adv from a frozen VAE's latent space + MAT's "
-                    "information term (ours)",
-                    epsilon_defaults=lambda ds, aug: LVAT_VAE_EPSILON.get(ds, 1.0),
-                    input_scaling="unit", generative="vae", needs_features=True,
-                    first_order_direction=lambda cfg: True))
-register(MethodSpec("lvat_glow_mat", lambda cfg, ctx: _latent_mat(cfg, ctx, LVATGlow),
-                    "CE + MAT's smoothness with x_adv from a frozen Glow's latent space + MAT's "
-                    "information term (ours)",
-                    epsilon_defaults=lambda ds, aug: LVAT_GLOW_EPSILON.get(ds, 1.0),
-                    input_scaling="unit", generative="glow", needs_features=True,
-                    first_order_direction=lambda cfg: True))
+# LVAT x MAT, one per generative model (the searcher finds r in its latent space).
+for _kind, _shown, _searcher, _eps in (("vae", "VAE", LVATVAE, LVAT_VAE_EPSILON),
+                                       ("glow", "Glow", LVATGlow, LVAT_GLOW_EPSILON)):
+    register(MethodSpec(
+        f"lvat_{_kind}_mat", lambda cfg, ctx, searcher=_searcher: _latent_mat(cfg, ctx, searcher),
+        f"CE + MAT's smoothness with x_adv from a frozen {_shown}'s latent space + MAT's "
+        "information term (ours)",
+        epsilon_defaults=lambda ds, aug, table=_eps: table.get(ds, 1.0),
+        input_scaling="unit", generative=_kind, needs_features=True,
+        first_order_direction=lambda cfg: True))
+del _kind, _shown, _searcher, _eps
