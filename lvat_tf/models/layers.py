@@ -111,14 +111,7 @@ class UpstreamBatchNorm(keras.layers.Layer):
                     [tf.reduce_sum(tf.square(xs - mean), axes)])
                 var = s2 / n
             if mode == "update":
-                unbiased = var * n / tf.maximum(n - 1.0, 1.0)
-                d = tf.cast(self.decay, mean.dtype)
-                mv = tf.cast(self.moving_mean, mean.dtype)
-                vv = tf.cast(self.moving_variance, mean.dtype)
-                self.moving_mean.assign(tf.cast(d * mv + (1 - d) * tf.stop_gradient(mean),
-                                                self.moving_mean.dtype))
-                self.moving_variance.assign(tf.cast(d * vv + (1 - d) * tf.stop_gradient(unbiased),
-                                                    self.moving_variance.dtype))
+                self._update_moving_averages(mean, var * n / tf.maximum(n - 1.0, 1.0))
             mean, var = tf.cast(mean, dtype), tf.cast(var, dtype)
         z = (x - mean) / tf.sqrt(var + tf.cast(self.epsilon, dtype))
         if self.use_affine:
@@ -168,12 +161,16 @@ class UpstreamBatchNorm(keras.layers.Layer):
             epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
             is_training=True)
         if mode == "update":
-            d = self.decay
-            self.moving_mean.assign(d * self.moving_mean.value
-                                    + (1 - d) * tf.stop_gradient(mean))
-            self.moving_variance.assign(d * self.moving_variance.value
-                                        + (1 - d) * tf.stop_gradient(unbiased))
+            self._update_moving_averages(mean, unbiased)
         return y
+
+    def _update_moving_averages(self, mean, unbiased_var):
+        """Upstream's moving averages, m <- decay m + (1 - decay) batch statistic, computed
+        in the statistics' dtype (float32 at least) and stored in the variables' (C,)."""
+        d = tf.cast(self.decay, mean.dtype)
+        for var, stat in ((self.moving_mean, mean), (self.moving_variance, unbiased_var)):
+            var.assign(tf.cast(d * tf.cast(var, mean.dtype) + (1 - d) * tf.stop_gradient(stat),
+                               var.dtype))
 
     def get_config(self):
         cfg = super().get_config()
