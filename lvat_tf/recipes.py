@@ -102,7 +102,21 @@ register(Recipe(
         # KL/CE): does bfloat16 change the learning result (issue 15)?
         ("vat_eps5_exact_bf16", dict(method="vat", epsilon=5.0, power_iteration="exact",
                                      mixed_precision=True)),
+        # Session 10 (issue 11 items 5-6): MAT and LVAT-VAE on this budget with seeds.
+        # MAT with the library's defaults (plain smoothness term, variance floor 1: the
+        # setting that trained on Lenet++) and in the paper's form (log term, no floor).
+        ("mat", dict(method="mat", epsilon=5.0)),
+        ("mat_paper", dict(method="mat", epsilon=5.0, mat_smoothness="log",
+                           mat_min_variance=0.0)),
+        # LVAT-VAE against p(y|x) at LVAT's default epsilon 1 and at 3 (the best point of
+        # the digits sweep), and against p(y|Dec(Enc(x))) at 1 (the term vanishes at r = 0).
+        ("lvat_vae", dict(method="lvat_vae", epsilon=1.0)),
+        ("lvat_vae_e3", dict(method="lvat_vae", epsilon=3.0)),
+        ("lvat_vae_rec", dict(method="lvat_vae", epsilon=1.0, lvat_reference="reconstruction")),
     ),
+    # One VAE for every LVAT row and seed: MNIST's train.py defaults (widths 32-64-128,
+    # 10 epochs of batch 32; DatasetDefaults in lvat_tf/data/registry.py).
+    generative={"vae": dict(widths=(32, 64, 128), num_epochs=10, aug_trans=False)},
 ))
 
 # The long budget for the MNIST-100 target (<= 2 % test error): 24,000 updates
