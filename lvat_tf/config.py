@@ -23,6 +23,8 @@ from lvat_tf.distribute import STRATEGIES
 from lvat_tf.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
 from lvat_tf.models import registry as model_registry
 from lvat_tf.regularizers import methods
+from lvat_tf.regularizers.lvat import BN_MODES as LVAT_BN_MODES
+from lvat_tf.regularizers.lvat import REFERENCES as LVAT_REFERENCES
 from lvat_tf.regularizers.mat import COVARIANCES, SMOOTHNESS
 
 
@@ -90,6 +92,7 @@ class Config:
     vae_num_epochs: int | None = None
     glow_train_steps: int | None = None
     lvat_reference: str = "input"
+    lvat_bn: str = "batch"
     # MAT / center loss (MAT paper; docs/methods.md "MAT" for the choices)
     mat_lambda1: float | None = None
     mat_lambda2: float = 0.1
@@ -306,8 +309,10 @@ def validate(cfg: Config) -> None:
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(name, f"expected a moving-average decay in [0, 1), got "
                               f"{getattr(cfg, name)}")
-    if cfg.lvat_reference not in ("input", "reconstruction"):
-        raise ConfigError("lvat_reference", f"expected input|reconstruction, got "
+    if cfg.lvat_bn not in LVAT_BN_MODES:
+        raise ConfigError("lvat_bn", f"expected {'|'.join(LVAT_BN_MODES)}, got {cfg.lvat_bn!r}")
+    if cfg.lvat_reference not in LVAT_REFERENCES:
+        raise ConfigError("lvat_reference", f"expected {'|'.join(LVAT_REFERENCES)}, got "
                           f"{cfg.lvat_reference!r}")
     if cfg.glow_train_steps < 0:
         raise ConfigError("glow_train_steps", f"expected 0 (upstream schedule) or >= 1, got "

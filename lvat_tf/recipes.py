@@ -117,6 +117,9 @@ register(Recipe(
         ("lvat_vae", dict(method="lvat_vae", epsilon=1.0)),
         ("lvat_vae_e3", dict(method="lvat_vae", epsilon=3.0)),
         ("lvat_vae_rec", dict(method="lvat_vae", epsilon=1.0, lvat_reference="reconstruction")),
+        # LVAT-VAE at epsilon 1 with the term's passes on the BN moving averages
+        # (--lvat_bn=moving): is the decoded batch's own normalisation what hurts?
+        ("lvat_vae_bnmov", dict(method="lvat_vae", epsilon=1.0, lvat_bn="moving")),
     ),
     # One VAE for every LVAT row and seed: MNIST's train.py defaults (widths 32-64-128,
     # 10 epochs of batch 32; DatasetDefaults in lvat_tf/data/registry.py).

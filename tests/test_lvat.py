@@ -54,13 +54,14 @@ def test_exact_first_order_direction_matches_finite_difference():
     assert cos.min() > 0.999, cos
 
 
-def test_train_step_leaves_generative_weights_and_classifier_bn_alone():
+@pytest.mark.parametrize("bn", ["batch", "moving"])
+def test_train_step_leaves_generative_weights_and_classifier_bn_alone(bn):
     vae = _tiny_vae()
     before_vae = [v.numpy().copy() for v in vae.variables]
     keras.utils.set_random_seed(2)
     clf = registry.build("tiny_cnn", keep_prob_hidden=0.5)
     clf(tf.zeros((1, 32, 32, 3)))
-    model = SSLModel(clf, [LVATVAE(vae, epsilon=1.0)], seed=0)
+    model = SSLModel(clf, [LVATVAE(vae, epsilon=1.0, bn=bn)], seed=0)
     model.compile(optimizer=UpstreamAdam(1e-3))
     model.optimizer.build(clf.trainable_variables)
     rng = np.random.RandomState(0)
@@ -170,6 +171,44 @@ def test_lvat_reference_flag_reaches_the_regulariser(tmp_path):
     cfg = tiny_config(str(tmp_path / "r"), method="lvat_vae", lvat_reference="reconstruction")
     from lvat_tf.regularizers import methods
     (reg,) = methods.build_regularizers(cfg, _tiny_vae())
-    assert reg.reference == "reconstruction"
+    assert reg.reference == "reconstruction" and reg.bn == "batch"
     with pytest.raises(Exception, match="--lvat_reference"):
         tiny_config("", method="lvat_vae", lvat_reference="output")
+    (reg,) = methods.build_regularizers(cfg.replace(lvat_bn="moving"), _tiny_vae())
+    assert reg.bn == "moving"
+    with pytest.raises(Exception, match="--lvat_bn: expected batch|moving"):
+        tiny_config("", method="lvat_vae", lvat_bn="update")
+
+
+def test_moving_bn_term_is_one_fixed_function_of_each_sample():
+    """--lvat_bn=moving: the reference, the direction and x_adv's pass all use the BN moving
+    averages (no update), so each sample's term is independent of the rest of its batch;
+    with upstream's batch statistics it is not."""
+    vae, clf, x, _ = _tiny_setup(6, seed=5)
+    for _ in range(3):  # moving averages away from their (0, 1) start
+        clf(tf.random.uniform((16, 32, 32, 3)), bn_mode="update")
+
+    def forward(v, features=False, bn_mode="batch"):
+        return clf(v, bn_mode=bn_mode, return_features=features)
+
+    stats = [v.numpy().copy() for v in clf.non_trainable_variables]
+    seed = tf.constant([7, 8], tf.int64)
+    reg = LVATVAE(vae, epsilon=1.5, bn="moving", power_iteration="exact")
+    loss = float(reg(forward, x, forward(x), seed)[0])
+    # The step's shared clean pass (batch statistics) is not its reference.
+    assert float(reg(forward, x, tf.zeros((6, 10)), seed)[0]) == pytest.approx(loss, rel=1e-6)
+    moving = lambda v: forward(v, bn_mode="moving")  # noqa: E731
+    x_adv = reg.adversarial_input(moving, x, moving(x), seed)
+    from lvat_tf.losses import kl_divergence_with_logits
+    assert float(kl_divergence_with_logits(moving(x), moving(x_adv))) == pytest.approx(
+        loss, rel=1e-5)
+    for a, b in zip(stats, clf.non_trainable_variables):
+        np.testing.assert_array_equal(a, b.numpy())
+    # Per sample: the first three samples' directions, alone or in the batch of six.
+    d = tf.random.stateless_normal((6, 8), seed=[1, 2])
+    batch = lambda v: forward(v)  # noqa: E731
+    for fwd, independent in ((moving, True), (batch, False)):
+        _, r6 = lvat_vae_perturbation(fwd, vae, x, fwd(x), d, 1.5, mode="exact")
+        _, r3 = lvat_vae_perturbation(fwd, vae, x[:3], fwd(x[:3]), d[:3], 1.5, mode="exact")
+        gap = float(tf.reduce_max(tf.abs(r6[:3] - r3)))
+        assert (gap < 1e-4) if independent else (gap > 1e-3), (independent, gap)

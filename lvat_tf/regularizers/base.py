@@ -10,10 +10,11 @@ for each of them and in this order:
 3. after the optimizer step, ``update_state(features_l, y_l)`` (MAT's
    mixture moving averages).
 
-``variables`` are checkpointed with the run. ``forward(x', features=False)``
-runs the classifier on unlabeled-space inputs in upstream's "batch
-statistics, no update, shared dropout mask" mode (with ``features=True`` it
-returns (features, logits)); ``no_record()`` is a context manager under which
+``variables`` are checkpointed with the run. ``forward(x', features=False,
+bn_mode="batch")`` runs the classifier on unlabeled-space inputs in upstream's
+"batch statistics, no update, shared dropout mask" mode (with ``features=True``
+it returns (features, logits); ``bn_mode="moving"`` normalises with the BN
+moving averages instead, still without updating them); ``no_record()`` is a context manager under which
 the training tape records nothing: the search for the adversarial direction
 runs there, since its result is a constant of the loss (upstream's
 stop_gradient), so recording it would only cost memory and time.

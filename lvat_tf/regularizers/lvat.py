@@ -20,6 +20,7 @@ VAT and LVAT-VAE.
 import abc
 import contextlib
 import dataclasses
+import functools
 
 import tensorflow as tf
 
@@ -33,6 +34,14 @@ from lvat_tf.distribute import replica_random
 #: p(y|x); ``reconstruction`` = p(y|Dec(Enc(x))), under which the term is
 #: exactly zero at r = 0 (ours; docs/methods.md "LVAT", docs/results.md "Training dynamics").
 REFERENCES = ("input", "reconstruction")
+
+#: ``--lvat_bn``: how the term's classifier passes are normalised. ``batch`` =
+#: upstream (each pass with its own batch's statistics: the clean pass with the
+#: real batch's, the perturbed pass with the decoded batch's); ``moving`` = both
+#: the reference and the perturbed pass with the BN moving averages, so that the
+#: term compares one fixed function at x and x_adv, whatever a batch of decoded
+#: images does to the batch statistics (ours; docs/methods.md "LVAT").
+BN_MODES = ("batch", "moving")
 
 
 def lvat_vae_perturbation(forward, vae, x, clean_logits, d_init, epsilon, xi=1e-6,
@@ -58,6 +67,10 @@ class _LatentVAT(Regularizer, abc.ABC):
       reference: ``input`` (upstream: KL(p(y|x) || p(y|x_adv)), non-zero at
         r = 0 by the reconstruction gap) or ``reconstruction``
         (KL(p(y|Dec(Enc(x))) || p(y|x_adv)), zero at r = 0).
+      bn: ``batch`` (upstream) or ``moving`` (:data:`BN_MODES`): the BN
+        statistics of the term's reference, direction-search and perturbed
+        passes; with ``moving`` the step's shared clean pass (batch
+        statistics) is not the reference, p(y|x) is recomputed.
     """
 
     model: object
@@ -68,6 +81,7 @@ class _LatentVAT(Regularizer, abc.ABC):
     name: str = "lvat_loss"
     needs_clean_grad: bool = False
     reference: str = "input"
+    bn: str = "batch"
 
     @abc.abstractmethod
     def adversarial_input(self, forward, x, clean_logits, seed):
@@ -85,7 +99,11 @@ class _LatentVAT(Regularizer, abc.ABC):
     def unlabeled_loss(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext,
                        clean_features=None):
         del clean_features
+        if self.bn == "moving":
+            forward = functools.partial(forward, bn_mode="moving")
         with no_record():
+            if self.reference == "input" and self.bn == "moving":
+                clean_logits = tf.stop_gradient(forward(x))
             if self.reference == "reconstruction":
                 clean_logits = tf.stop_gradient(forward(self.reconstruction(x, seed)))
             x_adv = tf.stop_gradient(self.adversarial_input(forward, x, clean_logits, seed))

@@ -134,7 +134,8 @@ def _lvat_first_order(cfg) -> bool:
 
 
 def _lvat_vae(cfg, ctx):
-    return [LVATVAE(ctx.generative_model, reference=cfg.lvat_reference, **_search(cfg))]
+    return [LVATVAE(ctx.generative_model, reference=cfg.lvat_reference, bn=cfg.lvat_bn,
+                    **_search(cfg))]
 
 
 register(MethodSpec("lvat_vae", _lvat_vae, "CE + VAT in the latent space of a frozen VAE "
@@ -149,7 +150,8 @@ LVAT_GLOW_EPSILON = {"svhn": 1.0, "cifar10": 1.0}
 
 
 def _lvat_glow(cfg, ctx):
-    return [LVATGlow(ctx.generative_model, reference=cfg.lvat_reference, **_search(cfg))]
+    return [LVATGlow(ctx.generative_model, reference=cfg.lvat_reference, bn=cfg.lvat_bn,
+                     **_search(cfg))]
 
 
 register(MethodSpec("lvat_glow", _lvat_glow, "CE + VAT in the latent space (y, z) of a frozen "

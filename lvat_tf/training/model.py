@@ -113,8 +113,13 @@ class SSLModel(keras.Model):
         if unlabeled_regs:
             x_u = data["x_u"]
 
-            def forward(x, features=False):
-                return self.classifier(x, bn_mode="batch", dropout_seed=seed_u,
+            def forward(x, features=False, bn_mode="batch"):
+                # bn_mode: "batch" (upstream's perturbed passes) or "moving" (--lvat_bn);
+                # never "update": only the labeled pass moves the BN statistics.
+                if bn_mode not in ("batch", "moving"):
+                    raise ValueError(f"perturbed-pass BN mode must be batch|moving, got "
+                                     f"{bn_mode!r}")
+                return self.classifier(x, bn_mode=bn_mode, dropout_seed=seed_u,
                                        return_features=features)
 
             want_feats = any(r.needs_features for r in unlabeled_regs)

@@ -158,7 +158,7 @@ def make_checkpoint(classifier, optimizer=None, directory=None, max_to_keep=3, e
 #: hold (e.g. a VAT run made before the MAT defaults changed).
 _MAT_FIELDS = ("mat_lambda1", "mat_lambda2", "mat_covariance", "mat_smoothness", "mat_alpha",
                "mat_beta", "mat_min_variance")
-_LVAT_FIELDS = ("lvat_reference", "vae_num_epochs", "glow_train_steps")
+_LVAT_FIELDS = ("lvat_reference", "lvat_bn", "vae_num_epochs", "glow_train_steps")
 
 
 def _unused_fields(method):
