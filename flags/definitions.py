@@ -109,11 +109,12 @@ def define_flags(script: str = "train") -> None:
                   "target of the KL. input = p(y|x) as upstream (the term is then non-zero at "
                   "r = 0: KL(p(y|x) || p(y|Dec(Enc(x)))), the reconstruction gap); "
                   "reconstruction = p(y|Dec(Enc(x))), zero at r = 0. [ours]")
-    d.DEFINE_enum("lvat_bn", "batch", ["batch", "moving"], "LVAT: batch-norm statistics of the "
-                  "term's classifier passes. batch = as upstream (the perturbed pass normalised "
-                  "with the decoded batch's own statistics); moving = the reference and the "
-                  "perturbed pass with the BN moving averages (one fixed function at x and "
-                  "x_adv). [ours]")
+    d.DEFINE_enum("lvat_bn", "batch", ["batch", "joint", "moving"], "LVAT: batch-norm "
+                  "statistics of the term's classifier passes. batch = as upstream (the "
+                  "perturbed pass normalised with the decoded batch's own statistics); joint = "
+                  "reference and perturbed inputs normalised together as one batch [x; x_adv]; "
+                  "moving = the BN moving averages (measured to collapse; kept to reproduce "
+                  "that). [ours]")
     d.DEFINE_bool("jit_compile", False, "Compile the whole train step with XLA (measured slower "
                   "for Conv-Large on a 2-core CPU; try it on GPUs). [ours]")
     d.DEFINE_bool("mixed_precision", False, "bfloat16 compute with float32 variables; losses, "

@@ -117,9 +117,12 @@ register(Recipe(
         ("lvat_vae", dict(method="lvat_vae", epsilon=1.0)),
         ("lvat_vae_e3", dict(method="lvat_vae", epsilon=3.0)),
         ("lvat_vae_rec", dict(method="lvat_vae", epsilon=1.0, lvat_reference="reconstruction")),
-        # LVAT-VAE at epsilon 1 with the term's passes on the BN moving averages
-        # (--lvat_bn=moving): is the decoded batch's own normalisation what hurts?
+        # LVAT-VAE at epsilon 1 with the term's passes normalised otherwise (--lvat_bn):
+        # is the decoded batch's own normalisation what hurts? moving: the BN moving
+        # averages (collapsed: see lvat_tf/regularizers/lvat.py BN_MODES); joint: x and
+        # x_adv normalised together as one batch.
         ("lvat_vae_bnmov", dict(method="lvat_vae", epsilon=1.0, lvat_bn="moving")),
+        ("lvat_vae_bnjoint", dict(method="lvat_vae", epsilon=1.0, lvat_bn="joint")),
     ),
     # One VAE for every LVAT row and seed: MNIST's train.py defaults (widths 32-64-128,
     # 10 epochs of batch 32; DatasetDefaults in lvat_tf/data/registry.py).

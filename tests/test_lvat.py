@@ -1,6 +1,7 @@
 """LVAT-VAE: latent perturbation norms, frozen generative weights, model directories, runs."""
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -54,7 +55,7 @@ def test_exact_first_order_direction_matches_finite_difference():
     assert cos.min() > 0.999, cos
 
 
-@pytest.mark.parametrize("bn", ["batch", "moving"])
+@pytest.mark.parametrize("bn", ["batch", "joint", "moving"])
 def test_train_step_leaves_generative_weights_and_classifier_bn_alone(bn):
     vae = _tiny_vae()
     before_vae = [v.numpy().copy() for v in vae.variables]
@@ -176,7 +177,7 @@ def test_lvat_reference_flag_reaches_the_regulariser(tmp_path):
         tiny_config("", method="lvat_vae", lvat_reference="output")
     (reg,) = methods.build_regularizers(cfg.replace(lvat_bn="moving"), _tiny_vae())
     assert reg.bn == "moving"
-    with pytest.raises(Exception, match="--lvat_bn: expected batch|moving"):
+    with pytest.raises(Exception, match=re.escape("--lvat_bn: expected batch|joint|moving")):
         tiny_config("", method="lvat_vae", lvat_bn="update")
 
 
@@ -212,3 +213,32 @@ def test_moving_bn_term_is_one_fixed_function_of_each_sample():
         _, r3 = lvat_vae_perturbation(fwd, vae, x[:3], fwd(x[:3]), d[:3], 1.5, mode="exact")
         gap = float(tf.reduce_max(tf.abs(r6[:3] - r3)))
         assert (gap < 1e-4) if independent else (gap > 1e-3), (independent, gap)
+
+
+def test_joint_bn_normalises_reference_and_perturbed_inputs_as_one_batch():
+    """--lvat_bn=joint: the term is KL between the two halves of one pass over [ref; x_adv];
+    with the reconstruction as reference it is exactly zero at r = 0."""
+    vae, clf, x, fwd = _tiny_setup(6, seed=6)
+    seed = tf.constant([3, 9], tf.int64)
+    stats = [v.numpy().copy() for v in clf.non_trainable_variables]
+    for mode in ("finite_difference", "exact"):
+        reg = LVATVAE(vae, epsilon=1.5, bn="joint", power_iteration=mode)
+        # The step's shared clean pass is not used.
+        loss = float(reg(fwd, x, tf.zeros((6, 10)), seed)[0])
+        assert loss > 0
+        x_rec = reg.reconstruction(x, seed)
+        perturbed = lambda v: fwd(tf.concat([x, v], 0))[6:]  # noqa: E731
+        x_adv = reg.adversarial_input(perturbed, x, fwd(tf.concat([x, x_rec], 0))[:6], seed)
+        assert np.all(per_sample_l2(x_adv - x_rec).numpy() > 0)
+        both = fwd(tf.concat([x, x_adv], 0))
+        from lvat_tf.losses import kl_divergence_with_logits
+        assert float(kl_divergence_with_logits(both[:6], both[6:])) == pytest.approx(
+            loss, rel=1e-5)
+        # Not the upstream term: there x_adv's pass has its own batch statistics.
+        assert abs(float(LVATVAE(vae, epsilon=1.5, power_iteration=mode)(
+            fwd, x, fwd(x), seed)[0]) - loss) > 1e-6
+        rec = LVATVAE(vae, epsilon=0.0, bn="joint", reference="reconstruction",
+                      power_iteration=mode)
+        assert abs(float(rec(fwd, x, fwd(x), seed)[0])) < 1e-6
+    for a, b in zip(stats, clf.non_trainable_variables):
+        np.testing.assert_array_equal(a, b.numpy())

@@ -35,13 +35,17 @@ from lvat_tf.distribute import replica_random
 #: exactly zero at r = 0 (ours; docs/methods.md "LVAT", docs/results.md "Training dynamics").
 REFERENCES = ("input", "reconstruction")
 
-#: ``--lvat_bn``: how the term's classifier passes are normalised. ``batch`` =
-#: upstream (each pass with its own batch's statistics: the clean pass with the
-#: real batch's, the perturbed pass with the decoded batch's); ``moving`` = both
-#: the reference and the perturbed pass with the BN moving averages, so that the
-#: term compares one fixed function at x and x_adv, whatever a batch of decoded
-#: images does to the batch statistics (ours; docs/methods.md "LVAT").
-BN_MODES = ("batch", "moving")
+#: ``--lvat_bn``: how the term's classifier passes are normalised (ours except
+#: ``batch``; docs/methods.md "LVAT"). ``batch`` = upstream: each pass with its
+#: own batch's statistics (the clean pass with the real batch's, the perturbed
+#: pass with those of a batch made only of decoded images). ``joint``: the
+#: reference input and the perturbed input in one batch, [x; x_adv], so both are
+#: normalised with the same statistics (and the gradient still flows through
+#: them, as in every training pass). ``moving``: the term's passes with the BN
+#: moving averages; measured to collapse (the weights can make the
+#: moving-statistics function constant while the batch-statistics one, which the
+#: labels train, still fits them), kept to reproduce that measurement.
+BN_MODES = ("batch", "joint", "moving")
 
 
 def lvat_vae_perturbation(forward, vae, x, clean_logits, d_init, epsilon, xi=1e-6,
@@ -67,10 +71,12 @@ class _LatentVAT(Regularizer, abc.ABC):
       reference: ``input`` (upstream: KL(p(y|x) || p(y|x_adv)), non-zero at
         r = 0 by the reconstruction gap) or ``reconstruction``
         (KL(p(y|Dec(Enc(x))) || p(y|x_adv)), zero at r = 0).
-      bn: ``batch`` (upstream) or ``moving`` (:data:`BN_MODES`): the BN
-        statistics of the term's reference, direction-search and perturbed
-        passes; with ``moving`` the step's shared clean pass (batch
-        statistics) is not the reference, p(y|x) is recomputed.
+      bn: ``batch`` (upstream), ``joint`` or ``moving`` (:data:`BN_MODES`): the
+        BN statistics of the term's reference, direction-search and perturbed
+        passes; with ``joint`` and ``moving`` the step's shared clean pass is
+        not the reference: the reference is recomputed beside each perturbed
+        input (``joint``: halves of one batch; with dropout the two halves
+        draw independent masks) or with the moving averages.
     """
 
     model: object
@@ -99,6 +105,8 @@ class _LatentVAT(Regularizer, abc.ABC):
     def unlabeled_loss(self, forward, x, clean_logits, seed, no_record=contextlib.nullcontext,
                        clean_features=None):
         del clean_features
+        if self.bn == "joint":
+            return self._joint_loss(forward, x, seed, no_record)
         if self.bn == "moving":
             forward = functools.partial(forward, bn_mode="moving")
         with no_record():
@@ -108,6 +116,23 @@ class _LatentVAT(Regularizer, abc.ABC):
                 clean_logits = tf.stop_gradient(forward(self.reconstruction(x, seed)))
             x_adv = tf.stop_gradient(self.adversarial_input(forward, x, clean_logits, seed))
         loss = kl_divergence_with_logits(tf.stop_gradient(clean_logits), forward(x_adv))
+        return loss, {self.name: loss}
+
+    def _joint_loss(self, forward, x, seed, no_record):
+        """``bn="joint"``: reference and perturbed inputs normalised together in one batch."""
+        b = tf.shape(x)[0]
+        with no_record():
+            x_rec = tf.stop_gradient(self.reconstruction(x, seed))
+            ref_in = x if self.reference == "input" else x_rec
+
+            def perturbed(v):
+                return forward(tf.concat([ref_in, v], 0))[b:]
+
+            # The direction's reference: the reference input's logits beside r = 0's input.
+            start = tf.stop_gradient(forward(tf.concat([ref_in, x_rec], 0))[:b])
+            x_adv = tf.stop_gradient(self.adversarial_input(perturbed, x, start, seed))
+        logits = forward(tf.concat([ref_in, x_adv], 0))
+        loss = kl_divergence_with_logits(tf.stop_gradient(logits[:b]), logits[b:])
         return loss, {self.name: loss}
 
 
