@@ -14,8 +14,8 @@ for each of them and in this order:
 bn_mode="batch")`` runs the classifier on unlabeled-space inputs in upstream's
 "batch statistics, no update, shared dropout mask" mode (with ``features=True``
 it returns (features, logits); ``bn_mode="moving"`` normalises with the BN
-moving averages instead, still without updating them); ``no_record()`` is a context manager under which
-the training tape records nothing: the search for the adversarial direction
+moving averages instead, still without updating them); ``no_record()`` is a
+context manager under which the training tape records nothing: the search for the adversarial direction
 runs there, since its result is a constant of the loss (upstream's
 stop_gradient), so recording it would only cost memory and time.
 """
