@@ -161,6 +161,9 @@ def define_flags(script: str = "train") -> None:
     d.DEFINE_float("learning_rate", U["learning_rate"], "Adam's initial learning rate. [vat_tf]")
     d.DEFINE_float("mom1", U["mom1"], "Adam beta1 before the decay. [vat_tf]")
     d.DEFINE_float("mom2", U["mom2"], "Adam beta1 from epoch_decay_start on. [vat_tf]")
+    d.DEFINE_integer("consistency_rampup", 0, "Updates over which the weight of the "
+                     "regularisers' unlabeled terms rises as exp(-5 (1 - t/T)^2) to 1 (Laine & "
+                     "Aila's ramp-up); 0 = full weight from the first update, as upstream. [ours]")
     # --- run ---
     if "log_dir" in flags.FLAGS:
         # absl.logging already defines --log_dir (default "", as vat_tf's); we
@@ -174,6 +177,10 @@ def define_flags(script: str = "train") -> None:
                      "directions (upstream's had no effect on TF ops). [vat_tf]")
     d.DEFINE_string("device", U["device"], "Accepted for command-line compatibility; placement "
                     "is automatic. [vat_tf]")
+    d.DEFINE_string("init_from", None, "Warm start: a run directory (its latest checkpoint) or a "
+                    "checkpoint prefix whose classifier weights and BN statistics this run starts "
+                    "from (same model and inputs; the optimizer starts fresh). Used only when "
+                    "--log_dir has no checkpoint yet. [ours]")
     d.DEFINE_integer("num_eval_examples", 5000, "Examples in each periodic evaluation (vat_tf "
                      "NUM_EVAL_EXAMPLES). [ours]")
     # --- test.py ---

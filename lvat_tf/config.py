@@ -114,6 +114,12 @@ class Config:
     learning_rate: float = 0.001
     mom1: float = 0.9
     mom2: float = 0.5
+    # ours: the unlabeled (consistency) terms' weight rises over this many updates
+    # (0 = full weight from the first update, as upstream).
+    consistency_rampup: int = 0
+    # ours: a warm start, the classifier's weights (not the optimizer's state) from
+    # another run's latest checkpoint when this run has none of its own.
+    init_from: str | None = None
     # run
     log_dir: str = ""
     seed: int = 1
@@ -314,6 +320,11 @@ def validate(cfg: Config) -> None:
     if cfg.lvat_reference not in LVAT_REFERENCES:
         raise ConfigError("lvat_reference", f"expected {'|'.join(LVAT_REFERENCES)}, got "
                           f"{cfg.lvat_reference!r}")
+    if cfg.consistency_rampup < 0:
+        raise ConfigError("consistency_rampup", f"expected 0 (off) or a number of updates, got "
+                          f"{cfg.consistency_rampup}")
+    if cfg.init_from is not None and not str(cfg.init_from).strip():
+        raise ConfigError("init_from", "expected a run directory or checkpoint path, got ''")
     if cfg.glow_train_steps < 0:
         raise ConfigError("glow_train_steps", f"expected 0 (upstream schedule) or >= 1, got "
                           f"{cfg.glow_train_steps}")
@@ -321,7 +332,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("vae_num_epochs", f"expected >= 1, got {cfg.vae_num_epochs}")
     # No file-system checks here (validation is pure): --data_dir is checked where
     # the data is opened (data/registry.py), --generative_model_dir where the
-    # model is loaded (generative/model_dir.py).
+    # model is loaded (generative/model_dir.py), --init_from where the run starts
+    # (training/run.py).
 
 
 def save_config(cfg: Config, log_dir: str) -> str:

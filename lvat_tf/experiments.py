@@ -20,7 +20,7 @@ from lvat_tf import robustness
 from lvat_tf.checkpointing import CheckpointError
 from lvat_tf.config import ConfigError, make_config
 from lvat_tf.data import DataError
-from lvat_tf.files import write_text_atomic
+from lvat_tf.files import DirectoryBusy, DirectoryLock, write_text_atomic
 from lvat_tf.generative import model_dir as model_dir_lib
 from lvat_tf.generative import quality as generative_quality
 from lvat_tf.generative.model_dir import GenerativeModelError
@@ -55,6 +55,30 @@ def run_dir(out_dir: str, variant: str, seed: int, dataset_seed: int, single: bo
     if single:
         return os.path.join(out_dir, variant)
     return os.path.join(out_dir, variant, f"seed{seed}-data{dataset_seed}")
+
+
+#: A recipe variant's ``init_from="variant:NAME"`` starts from variant NAME's run of
+#: the same seed and labeled subset (a warm start, e.g. LVAT from a VAT solution).
+VARIANT_PREFIX = "variant:"
+
+
+def resolve_init_from(value: Optional[str], out_dir: str, names: Sequence[str], seed: int,
+                      dataset_seed: int, single: bool) -> Optional[str]:
+    """``init_from`` of a recipe run: a ``variant:NAME`` reference made a finished run's directory.
+
+    Raises:
+      ExperimentError: an unknown variant, or its run of this seed not finished yet.
+    """
+    if not value or not str(value).startswith(VARIANT_PREFIX):
+        return value
+    source = value[len(VARIANT_PREFIX):]
+    if source not in names:
+        raise ExperimentError(f"init_from {value!r}: no variant {source!r} in this recipe")
+    path = run_dir(out_dir, source, seed, dataset_seed, single)
+    if not os.path.isfile(os.path.join(path, "results.json")):
+        raise ExperimentError(f"init_from {value!r}: {path} is not a finished run; run "
+                              f"--variants={source} with the same seeds first")
+    return path
 
 
 def mean_std(values: Iterable[float]) -> Tuple[Optional[float], Optional[float]]:
@@ -172,7 +196,28 @@ class ExperimentError(ValueError):
 def user_errors() -> tuple:
     """The exception types that end a script with a one-line message (exit 1)."""
     return (ConfigError, DataError, RunDirError, TrainingDiverged, GenerativeModelError,
-            DistributionError, CheckpointError, ExperimentError, ConvertError)
+            DistributionError, CheckpointError, ExperimentError, ConvertError, DirectoryBusy)
+
+
+def _train_or_check_generative(kind, settings, model_dir, common):
+    """Checks a trained model's settings against the recipe's, or trains it (under its lock)."""
+    meta_path = os.path.join(model_dir, model_dir_lib.META)
+    if os.path.isfile(meta_path):
+        trained = model_dir_lib.read_json(meta_path).get("training", {})
+        for k, v in settings.items():
+            got = trained.get(k)
+            if (list(got) if isinstance(got, (list, tuple)) else got) != \
+                    (list(v) if isinstance(v, (list, tuple)) else v):
+                raise ExperimentError(f"{model_dir} holds a {kind} trained with {k}={got!r}, "
+                                      f"the recipe asks {v!r}; move it away to retrain")
+    else:
+        logging.info("Training the recipe's %s into %s (%s)", kind, model_dir, settings)
+        if kind == "vae":
+            train_vae(VAEConfig(**common, **settings), verbose=False)
+        elif kind == "glow":
+            train_glow(GlowConfig(**common, **settings), verbose=False)
+        else:
+            raise ExperimentError(f"unknown generative model kind {kind!r}; expected vae|glow")
 
 
 def prepare_generative(kind: str, dataset: str, data_dir: Optional[str], settings: dict,
@@ -190,25 +235,13 @@ def prepare_generative(kind: str, dataset: str, data_dir: Optional[str], setting
     Raises:
       ExperimentError: ``model_dir`` holds a model trained with other settings.
     """
-    meta_path = os.path.join(model_dir, model_dir_lib.META)
     common = dict(dataset=dataset, data_dir=data_dir, model_dir=model_dir, seed=seed,
                   tfds_download=tfds_download)
-    if os.path.isfile(meta_path):
-        trained = model_dir_lib.read_json(meta_path).get("training", {})
-        for k, v in settings.items():
-            got = trained.get(k)
-            if (list(got) if isinstance(got, (list, tuple)) else got) != \
-                    (list(v) if isinstance(v, (list, tuple)) else v):
-                raise ExperimentError(f"{model_dir} holds a {kind} trained with {k}={got!r}, "
-                                      f"the recipe asks {v!r}; move it away to retrain")
-    else:
-        logging.info("Training the recipe's %s into %s (%s)", kind, model_dir, settings)
-        if kind == "vae":
-            train_vae(VAEConfig(**common, **settings), verbose=False)
-        elif kind == "glow":
-            train_glow(GlowConfig(**common, **settings), verbose=False)
-        else:
-            raise ExperimentError(f"unknown generative model kind {kind!r}; expected vae|glow")
+    # Two reproduce.py streams of one recipe share this model: the second waits
+    # while the first trains it, then reuses it.
+    with DirectoryLock(model_dir, "generative model dir", wait=True, on_wait=lambda who:
+                       logging.info("%s is being trained by %s: waiting", model_dir, who)):
+        _train_or_check_generative(kind, settings, model_dir, common)
     model, meta = model_dir_lib.load(model_dir, expect={"kind": kind, "dataset": dataset})
     q_path = os.path.join(model_dir, "quality.json")
     quality = model_dir_lib.read_json(q_path)
@@ -224,7 +257,8 @@ def prepare_generative(kind: str, dataset: str, data_dir: Optional[str], setting
 
 
 #: Training logs that are not a regulariser's term.
-_NOT_TERMS = ("epoch", "step", "loss", "xe_loss", "accuracy", "fit_seconds")
+_NOT_TERMS = ("epoch", "step", "loss", "xe_loss", "accuracy", "fit_seconds",
+              "consistency_weight")
 
 
 def last_epoch_terms(results: dict) -> Dict[str, float]:
@@ -420,8 +454,13 @@ def run_recipe(recipe, output_dir: str, variants: Optional[Sequence[str]] = None
             kind = methods.get_method(configs[name].method).generative
             extra = ({"generative_model_dir": generative_dir(kind)}
                      if kind in recipe.generative else {})
-            cfg = make_config(**dict(base, **ov, **extra, seed=seed, dataset_seed=dseed,
-                                     log_dir=run_dir(out_dir, name, seed, dseed, single)))
+            if "init_from" in ov:
+                extra["init_from"] = resolve_init_from(ov["init_from"], out_dir, names, seed,
+                                                       dseed, single)
+            fields = dict(base, **ov)
+            fields.update(extra, seed=seed, dataset_seed=dseed,
+                          log_dir=run_dir(out_dir, name, seed, dseed, single))
+            cfg = make_config(**fields)
             runs[name][(seed, dseed)] = _run_one(cfg, name, runs[name].get((seed, dseed)))
             _write_summary(out_dir, recipe, base, grid, runs, configs, models, {})
     for kind in recipe.generative:  # report models trained in earlier sessions too

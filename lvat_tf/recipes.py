@@ -123,6 +123,15 @@ register(Recipe(
         # x_adv normalised together as one batch.
         ("lvat_vae_bnmov", dict(method="lvat_vae", epsilon=1.0, lvat_bn="moving")),
         ("lvat_vae_bnjoint", dict(method="lvat_vae", epsilon=1.0, lvat_bn="joint")),
+        # Session 11: is the good solution unstable under LVAT's term, or only not
+        # reached from a random start? LVAT-VAE at epsilon 1 warm-started from the
+        # vat_eps5 run of the same seed (4,000 more updates, fresh Adam), beside the
+        # same warm start without a regulariser (the control); and LVAT-VAE from a
+        # random start with its weight ramped up over the first half (2,000 updates).
+        ("baseline_from_vat", dict(method="baseline", init_from="variant:vat_eps5")),
+        ("lvat_vae_from_vat", dict(method="lvat_vae", epsilon=1.0,
+                                   init_from="variant:vat_eps5")),
+        ("lvat_vae_rampup", dict(method="lvat_vae", epsilon=1.0, consistency_rampup=2000)),
     ),
     # One VAE for every LVAT row and seed: MNIST's train.py defaults (widths 32-64-128,
     # 10 epochs of batch 32; DatasetDefaults in lvat_tf/data/registry.py).

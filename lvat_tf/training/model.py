@@ -48,16 +48,21 @@ class SSLModel(keras.Model):
       classifier: a :class:`lvat_tf.models.classifiers.Classifier`.
       regularizers: list of :class:`lvat_tf.regularizers.base.Regularizer`.
       seed: the run seed (int).
+      rampup_steps: updates over which the unlabeled terms' weight ramps up
+        (:meth:`consistency_weight`; 0 = off). Labeled terms (MAT's information
+        term) keep full weight: they are supervised, not consistency, terms.
 
     Data: dicts {``x_l`` (B, H, W, C), ``y_l`` (B,), ``x_u`` (U, H, W, C)} for
     training; tuples (x, y) for evaluation.
     """
 
-    def __init__(self, classifier, regularizers=(), seed: int = 1, **kwargs):
+    def __init__(self, classifier, regularizers=(), seed: int = 1, rampup_steps: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.classifier = classifier
         self.regularizers = list(regularizers)
         self.run_seed = int(seed)
+        self.rampup_steps = int(rampup_steps)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.xe_tracker = keras.metrics.Mean(name="xe_loss")
         self.acc_tracker = keras.metrics.Mean(name="accuracy")
@@ -66,6 +71,8 @@ class SSLModel(keras.Model):
         for r in self.regularizers:
             if r.has_labeled_term:
                 self.reg_trackers[r.name + "_info"] = keras.metrics.Mean(name=r.name + "_info")
+        self.weight_tracker = (keras.metrics.Mean(name="consistency_weight")
+                               if self.rampup_steps and self.regularizers else None)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras' TF trainer builds a model under a tf.distribute strategy by
@@ -76,8 +83,20 @@ class SSLModel(keras.Model):
 
     @property
     def metrics(self):
+        extra = [self.weight_tracker] if self.weight_tracker is not None else []
         return [self.loss_tracker, self.xe_tracker, self.acc_tracker,
-                *self.reg_trackers.values()]
+                *self.reg_trackers.values(), *extra]
+
+    def consistency_weight(self):
+        """The weight of the unlabeled terms at this update: exp(-5 (1 - t/T)^2) for t < T.
+
+        Laine & Aila's ramp-up (T = ``rampup_steps``): 0.0067 at the first update, 1 from
+        update T on. None when T = 0 (full weight throughout, upstream's step unchanged).
+        """
+        if not self.rampup_steps:
+            return None
+        t = tf.minimum(tf.cast(self.optimizer.iterations, tf.float32) / self.rampup_steps, 1.0)
+        return tf.exp(-5.0 * tf.square(1.0 - t))
 
     def call(self, x, training=False):
         return self.classifier(x, training=training)
@@ -122,6 +141,7 @@ class SSLModel(keras.Model):
                 return self.classifier(x, bn_mode=bn_mode, dropout_seed=seed_u,
                                        return_features=features)
 
+            weight = self.consistency_weight()
             want_feats = any(r.needs_features for r in unlabeled_regs)
             grad_clean = any(r.needs_clean_grad for r in unlabeled_regs)
             with (contextlib.nullcontext() if grad_clean else no_record()):
@@ -134,8 +154,8 @@ class SSLModel(keras.Model):
                     forward, x_u, clean if reg.needs_clean_grad else tf.stop_gradient(clean),
                     fold_seed(seed_r, i), no_record=no_record,
                     clean_features=(tf.stop_gradient(feats_u) if reg.needs_features else None))
-                reg_losses[reg.name] = loss
-                total = total + loss
+                reg_losses[reg.name] = loss  # logged unweighted: the term itself
+                total = total + (loss if weight is None else weight * loss)
         return StepLosses(total, xe, logits_l, reg_losses, feats_l)
 
     # Keras traces train_step / test_step with autograph on. Nothing in the step branches
@@ -153,11 +173,14 @@ class SSLModel(keras.Model):
             # gradient of the global-batch mean (distribute.py).
             scaled = losses.total / tf.cast(distribute.num_replicas(), losses.total.dtype)
         grads = tape.gradient(scaled, variables)
+        weight = self.consistency_weight()  # this update's (before apply moves the counter)
         self.optimizer.apply(grads, variables)
         for reg in self.regularizers:  # e.g. MAT's mixture, after the update
             reg.update_state(tf.stop_gradient(losses.features_l), data["y_l"])
         self._update_metrics(losses.total, losses.xe, losses.logits_l, data["y_l"],
                              losses.regularizers)
+        if self.weight_tracker is not None:
+            self.weight_tracker.update_state(weight)
         return self._results(self.metrics)
 
     def _results(self, metrics):

@@ -194,6 +194,59 @@ def _check_run_dir(cfg):
                           f"not {new[k]!r}; use another --log_dir or the same flags to resume")
 
 
+def init_checkpoint_path(init_from: str) -> str:
+    """The checkpoint prefix ``--init_from`` names: a run directory's latest, or the prefix itself.
+
+    Raises:
+      CheckpointError: neither a run directory with a checkpoint nor a checkpoint prefix.
+    """
+    if os.path.isdir(init_from):
+        path = checkpointing.latest_checkpoint(os.path.join(init_from, "checkpoints"),
+                                               flag="--init_from")
+        if path is None:
+            raise checkpointing.CheckpointError(f"--init_from: {init_from} holds no checkpoint "
+                                                f"in checkpoints/ (not a trained run directory)")
+        return path
+    if os.path.isfile(init_from + ".index"):
+        return init_from
+    raise checkpointing.CheckpointError(f"--init_from: {init_from} is neither a run directory "
+                                        f"nor a checkpoint prefix (no {init_from}.index)")
+
+
+def warm_start(classifier, init_from: str, preprocessing: dict) -> str:
+    """Loads another run's classifier weights and BN statistics into ``classifier``.
+
+    Only the classifier: this run's optimizer, epoch counter and regulariser
+    state start fresh. The source must be the same architecture (every variable
+    matched, shapes equal) and, when it is a run directory, must have fitted the
+    same input transform (its preprocessing.npz): weights trained on other
+    inputs would be evaluated on a shifted input scale.
+
+    Args:
+      classifier: the built classifier.
+      init_from: a run directory or a checkpoint prefix.
+      preprocessing: this run's ``Preprocessor.describe()``.
+
+    Returns:
+      The checkpoint prefix restored.
+
+    Raises:
+      CheckpointError / ConfigError: one line naming --init_from.
+    """
+    path = init_checkpoint_path(init_from)
+    prep_path = os.path.join(init_from, "preprocessing.npz")
+    if os.path.isdir(init_from) and os.path.isfile(prep_path):
+        theirs = Preprocessor.load(prep_path).describe()
+        if theirs != preprocessing:
+            raise ConfigError("init_from", f"{init_from} was trained on other inputs "
+                                           f"(preprocessing {theirs}, this run {preprocessing})")
+    source = tf.train.Checkpoint(classifier=_by_path(classifier.variables, "classifier"))
+    checkpointing.restore(source, path, flag="--init_from", partial=True)
+    logging.info("Warm start: classifier weights and BN statistics from %s "
+                 "(optimizer and schedule start fresh)", path)
+    return path
+
+
 def _load_collapse_record(path):
     """The collapse record of earlier sessions of this run (collapse.json), or a new one."""
     if not os.path.isfile(path):
@@ -339,16 +392,22 @@ def train_and_evaluate(cfg, verbose="auto"):
         with strategy.scope():
             generative = generative_model_for(cfg, data, spec.generative)
     os.makedirs(cfg.log_dir, exist_ok=True)
-    if chief:
-        if prep is None:
-            data.preprocessor.save(prep_path)
-        files.write_text_atomic(os.path.join(cfg.log_dir, "config.json"), cfg.to_json())
-    if spec.generative and generative is None:  # trained into LOG_DIR/generative first
-        train_missing_generative(cfg, spec.generative)
-        with strategy.scope():
-            generative = generative_model_for(cfg, data, spec.generative)
-    with mixed_precision_policy(cfg.mixed_precision):
-        return _train(cfg, strategy, chief, data, spec, generative, t_start, verbose)
+    with contextlib.ExitStack() as held:
+        if chief:
+            # One process per run directory (the other workers of a multi-worker run
+            # write under LOG_DIR/workers/). Checked again under the lock: another
+            # process may have started this directory since the first check.
+            held.enter_context(files.DirectoryLock(cfg.log_dir, "--log_dir"))
+            _check_run_dir(cfg)
+            if prep is None:
+                data.preprocessor.save(prep_path)
+            files.write_text_atomic(os.path.join(cfg.log_dir, "config.json"), cfg.to_json())
+        if spec.generative and generative is None:  # trained into LOG_DIR/generative first
+            train_missing_generative(cfg, spec.generative)
+            with strategy.scope():
+                generative = generative_model_for(cfg, data, spec.generative)
+        with mixed_precision_policy(cfg.mixed_precision):
+            return _train(cfg, strategy, chief, data, spec, generative, t_start, verbose)
 
 
 def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
@@ -363,7 +422,7 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
             if msg:
                 logging.warning(msg)
 
-        model = SSLModel(clf, regs, seed=cfg.seed)
+        model = SSLModel(clf, regs, seed=cfg.seed, rampup_steps=cfg.consistency_rampup)
         # The optimizer's name prefixes its variables' checkpoint keys: a fixed
         # name, or the second run of a process (reproduce.py) would save
         # "upstream_adam_1/..." and could not be resumed by a fresh process. Runs
@@ -389,6 +448,8 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         initial_epoch = int(epoch_var.numpy())
         logging.info("Resuming from %s (epoch %d, step %d)", latest,
                      initial_epoch, int(opt.iterations.numpy()))
+    elif cfg.init_from:
+        warm_start(clf, cfg.init_from, data.preprocessor.describe())
     logging.info("%s on %s: %d parameters, %d epochs x %d steps", cfg.model, cfg.dataset,
                  clf.count_params(), cfg.num_epochs, cfg.num_iter_per_epoch)
 
