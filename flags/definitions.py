@@ -67,6 +67,10 @@ def define_flags(script: str = "train") -> None:
     d.DEFINE_bool("aug_trans", U["aug_trans"], "Random 2-px translation (zero pad + crop) of "
                   "labeled and unlabeled batches. [vat_tf]")
     d.DEFINE_bool("aug_flip", U["aug_flip"], "Random horizontal flip. [vat_tf]")
+    d.DEFINE_enum("input_transform", "method", ["method", "vat", "lvat"], "Input transform: "
+                  "method = the method's own (vat_tf's (x - 127.5) / 255, or LVAT's x / 255 with "
+                  "images under 32x32 zero-padded to 32x32); vat or lvat = that one for any "
+                  "method (e.g. VAT on LVAT's inputs). [ours]")
     d.DEFINE_bool("zca", True, "ZCA-whiten the inputs where vat_tf does (CIFAR-10 with VAT-type "
                   "methods); --nozca as the LVAT paper's VAT rows (Table 3). [ours]")
     d.DEFINE_bool("tfds_download", True, "Allow tensorflow-datasets to download when no raw "

@@ -65,6 +65,8 @@ class Config:
     validation: bool = False
     aug_trans: bool = False
     aug_flip: bool = False
+    # ours: the input transform (methods.INPUT_TRANSFORMS); "method" = each method's own.
+    input_transform: str = "method"
     # vat_tf whitens CIFAR-10 (ZCA) for its VAT runs; the LVAT paper ran its VAT
     # rows without it (Table 3, "no ZCA"): --nozca gives that, for any method.
     zca: bool = True
@@ -320,6 +322,12 @@ def validate(cfg: Config) -> None:
     if cfg.lvat_reference not in LVAT_REFERENCES:
         raise ConfigError("lvat_reference", f"expected {'|'.join(LVAT_REFERENCES)}, got "
                           f"{cfg.lvat_reference!r}")
+    if cfg.input_transform not in methods.INPUT_TRANSFORMS:
+        raise ConfigError("input_transform", f"expected {'|'.join(methods.INPUT_TRANSFORMS)}, "
+                          f"got {cfg.input_transform!r}")
+    if cfg.input_transform == "vat" and methods.get_method(cfg.method).generative:
+        raise ConfigError("input_transform", f"--method={cfg.method} perturbs through a "
+                          f"generative model trained on x / 255: expected method or lvat")
     if cfg.consistency_rampup < 0:
         raise ConfigError("consistency_rampup", f"expected 0 (off) or a number of updates, got "
                           f"{cfg.consistency_rampup}")

@@ -124,13 +124,17 @@ register(Recipe(
         ("lvat_vae_bnmov", dict(method="lvat_vae", epsilon=1.0, lvat_bn="moving")),
         ("lvat_vae_bnjoint", dict(method="lvat_vae", epsilon=1.0, lvat_bn="joint")),
         # Session 11: is the good solution unstable under LVAT's term, or only not
-        # reached from a random start? LVAT-VAE at epsilon 1 warm-started from the
-        # vat_eps5 run of the same seed (4,000 more updates, fresh Adam), beside the
-        # same warm start without a regulariser (the control); and LVAT-VAE from a
-        # random start with its weight ramped up over the first half (2,000 updates).
-        ("baseline_from_vat", dict(method="baseline", init_from="variant:vat_eps5")),
+        # reached from a random start? VAT at epsilon 5 on LVAT's inputs (x / 255,
+        # padded to 32x32: also a control that LVAT's input transform is not what
+        # fails); LVAT-VAE at epsilon 1 warm-started from that run of the same seed
+        # (4,000 more updates, fresh Adam), beside the same warm start without a
+        # regulariser; and LVAT-VAE from a random start with its weight ramped up
+        # over the first half (2,000 updates).
+        ("vat_eps5_lvatin", dict(method="vat", epsilon=5.0, input_transform="lvat")),
+        ("baseline_from_vat", dict(method="baseline", input_transform="lvat",
+                                   init_from="variant:vat_eps5_lvatin")),
         ("lvat_vae_from_vat", dict(method="lvat_vae", epsilon=1.0,
-                                   init_from="variant:vat_eps5")),
+                                   init_from="variant:vat_eps5_lvatin")),
         ("lvat_vae_rampup", dict(method="lvat_vae", epsilon=1.0, consistency_rampup=2000)),
     ),
     # One VAE for every LVAT row and seed: MNIST's train.py defaults (widths 32-64-128,

@@ -66,8 +66,21 @@ class MethodSpec:
 _METHODS: Dict[str, MethodSpec] = {}
 
 
-def input_needs(method: str, zca: bool = True) -> pipeline.InputNeeds:
-    """``get_method(method).input_needs(zca)``."""
+#: --input_transform: the method's own (vat_tf's for VAT, LVAT's for LVAT), or
+#: either one for any method: e.g. VAT on LVAT's inputs, to compare the two
+#: regularisers on identical inputs or to warm-start LVAT from a VAT solution.
+INPUT_TRANSFORMS = ("method", "vat", "lvat")
+
+
+def input_needs(method: str, zca: bool = True, transform: str = "method"
+                ) -> pipeline.InputNeeds:
+    """The input transform of a run: ``get_method(method).input_needs(zca)``, or the one
+    ``transform`` names (vat: (x - 127.5) / 255; lvat: x / 255, small images zero-padded
+    to 32x32 as the generative models need)."""
+    if transform == "vat":
+        return pipeline.InputNeeds(scaling="vat", generative=False, zca=zca)
+    if transform == "lvat":
+        return pipeline.InputNeeds(scaling="unit", generative=True, zca=zca)
     return get_method(method).input_needs(zca)
 
 

@@ -239,7 +239,9 @@ def warm_start(classifier, init_from: str, preprocessing: dict) -> str:
         theirs = Preprocessor.load(prep_path).describe()
         if theirs != preprocessing:
             raise ConfigError("init_from", f"{init_from} was trained on other inputs "
-                                           f"(preprocessing {theirs}, this run {preprocessing})")
+                                           f"(preprocessing {theirs}, this run {preprocessing}); "
+                                           f"train the source with this run's "
+                                           f"--input_transform")
     source = tf.train.Checkpoint(classifier=_by_path(classifier.variables, "classifier"))
     checkpointing.restore(source, path, flag="--init_from", partial=True)
     logging.info("Warm start: classifier weights and BN statistics from %s "
@@ -384,7 +386,8 @@ def train_and_evaluate(cfg, verbose="auto"):
     prep = Preprocessor.load(prep_path) if os.path.isfile(prep_path) else None
     # Nothing is written to LOG_DIR before the data has loaded: a bad --data_dir
     # or a broken file leaves no half-made run directory behind.
-    data = pipeline.load_ssl_data(cfg, prep, spec.input_needs(cfg.zca))
+    data = pipeline.load_ssl_data(cfg, prep, methods.input_needs(cfg.method, cfg.zca,
+                                                                 cfg.input_transform))
     generative = None
     # The generative model stays float32 (built before the mixed policy is set).
     # A given one is loaded (and checked) before LOG_DIR is written, too.

@@ -121,7 +121,7 @@ def convert(checkpoint: str, upstream: str, dataset: str, log_dir: str, data_dir
     values.update(config_overrides)
     cfg = config_lib.make_config(**values)
     spec = registry.get_spec(cfg.dataset)
-    needs = methods.input_needs(cfg.method, cfg.zca)
+    needs = methods.input_needs(cfg.method, cfg.zca, cfg.input_transform)
     if preprocessing_from:
         if not os.path.exists(preprocessing_from):
             raise config_lib.ConfigError("preprocessing_from", f"{preprocessing_from} does not "
