@@ -192,9 +192,19 @@ def test_warm_start_takes_every_classifier_variable_and_resume_keeps_the_run_own
 def test_warm_start_refuses_another_architecture_an_empty_dir_and_other_inputs(source_run,
                                                                               tmp_path):
     src = source_run
+    topbn = str(tmp_path / "topbn")
     with pytest.raises(CheckpointError, match="^--init_from: cannot restore .*not bound"):
-        run.train_and_evaluate(tiny_config(str(tmp_path / "topbn"), num_epochs=1, init_from=src,
-                                           top_bn=True))
+        run.train_and_evaluate(tiny_config(topbn, num_epochs=1, init_from=src, top_bn=True))
+    # That start stopped before its first checkpoint: the directory takes corrected flags.
+    run.train_and_evaluate(tiny_config(topbn, num_epochs=1, top_bn=True))
+    # A source that does not exist or was trained on other inputs is refused before
+    # anything is written.
+    for bad, kw, err in ((str(tmp_path / "missing"), {}, CheckpointError),
+                         (src, {"input_transform": "lvat"}, ConfigError)):
+        d = tmp_path / ("never_" + str(len(kw)))
+        with pytest.raises(err, match="^--init_from: "):
+            run.train_and_evaluate(tiny_config(str(d), num_epochs=1, init_from=bad, **kw))
+        assert not d.exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CheckpointError, match="holds no checkpoint in checkpoints/"):
@@ -237,3 +247,21 @@ def test_a_recipe_warm_starts_each_seed_from_its_own_source_run(tmp_path):
                              "config.json"))
         assert cfg["init_from"] == str(tmp_path / "warm" / "vat" / f"seed{seed}-data1")
     assert {r["variant"] for r in summary["rows"]} == {"vat", "baseline_from_vat"}
+
+
+# ---------------------------------------------------------------- input transform
+def test_input_transform_gives_any_method_either_transform_and_refuses_vat_for_lvat(tmp_path):
+    from lvat_tf.regularizers import methods
+
+    assert methods.input_needs("vat", True, "lvat") == methods.input_needs("lvat_vae", True)
+    assert methods.input_needs("lvat_vae", True, "method") == methods.input_needs("lvat_vae")
+    assert methods.input_needs("baseline", False, "vat") == methods.input_needs("vat", False)
+    with pytest.raises(ConfigError, match="^--input_transform: --method=lvat_vae perturbs"):
+        tiny_config(method="lvat_vae", input_transform="vat")
+    with pytest.raises(ConfigError, match="^--input_transform: expected method|vat|lvat"):
+        tiny_config(input_transform="zca")
+    # VAT on LVAT's inputs: x / 255, the 16x16 test images zero-padded to 32x32.
+    d = str(tmp_path / "vat_lvatin")
+    res = run.train_and_evaluate(tiny_config(d, num_epochs=1, input_transform="lvat"))
+    assert _prep(d) == {"scaling": "unit", "pad_to": 32, "zca": False}
+    assert res["num_iterations"] == 5

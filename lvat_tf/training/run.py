@@ -188,6 +188,12 @@ def _check_run_dir(cfg):
     unused = _unused_fields(cfg.method)
     diff = sorted(k for k in new if k not in RESUME_FREE and k not in unused and k in saved
                   and old.get(k) != new[k])
+    if diff and checkpointing.latest_checkpoint(os.path.join(cfg.log_dir, "checkpoints")) is None:
+        # A start that stopped before its first checkpoint (e.g. a refused --init_from)
+        # holds nothing to resume: start over with these flags rather than refuse them.
+        logging.warning("--log_dir: %s has no checkpoint yet; starting over with --%s=%r "
+                        "(was %r)", cfg.log_dir, diff[0], new[diff[0]], old.get(diff[0]))
+        return
     if diff:
         k = diff[0]
         raise RunDirError(f"--log_dir: {cfg.log_dir} holds a run with --{k}={old.get(k)!r}, "
@@ -213,6 +219,24 @@ def init_checkpoint_path(init_from: str) -> str:
                                         f"nor a checkpoint prefix (no {init_from}.index)")
 
 
+def check_init_source(init_from: str, preprocessing: dict) -> str:
+    """The checkpoint prefix of ``--init_from``, checked to hold a run on this run's inputs.
+
+    Raises:
+      CheckpointError / ConfigError: one line naming --init_from.
+    """
+    path = init_checkpoint_path(init_from)
+    prep_path = os.path.join(init_from, "preprocessing.npz")
+    if os.path.isdir(init_from) and os.path.isfile(prep_path):
+        theirs = Preprocessor.load(prep_path).describe()
+        if theirs != preprocessing:
+            raise ConfigError("init_from", f"{init_from} was trained on other inputs "
+                                           f"(preprocessing {theirs}, this run {preprocessing}); "
+                                           f"train the source with this run's "
+                                           f"--input_transform")
+    return path
+
+
 def warm_start(classifier, init_from: str, preprocessing: dict) -> str:
     """Loads another run's classifier weights and BN statistics into ``classifier``.
 
@@ -233,15 +257,7 @@ def warm_start(classifier, init_from: str, preprocessing: dict) -> str:
     Raises:
       CheckpointError / ConfigError: one line naming --init_from.
     """
-    path = init_checkpoint_path(init_from)
-    prep_path = os.path.join(init_from, "preprocessing.npz")
-    if os.path.isdir(init_from) and os.path.isfile(prep_path):
-        theirs = Preprocessor.load(prep_path).describe()
-        if theirs != preprocessing:
-            raise ConfigError("init_from", f"{init_from} was trained on other inputs "
-                                           f"(preprocessing {theirs}, this run {preprocessing}); "
-                                           f"train the source with this run's "
-                                           f"--input_transform")
+    path = check_init_source(init_from, preprocessing)
     source = tf.train.Checkpoint(classifier=_by_path(classifier.variables, "classifier"))
     checkpointing.restore(source, path, flag="--init_from", partial=True)
     logging.info("Warm start: classifier weights and BN statistics from %s "
@@ -388,6 +404,9 @@ def train_and_evaluate(cfg, verbose="auto"):
     # or a broken file leaves no half-made run directory behind.
     data = pipeline.load_ssl_data(cfg, prep, methods.input_needs(cfg.method, cfg.zca,
                                                                  cfg.input_transform))
+    if cfg.init_from and checkpointing.latest_checkpoint(
+            os.path.join(cfg.log_dir, "checkpoints")) is None:
+        check_init_source(cfg.init_from, data.preprocessor.describe())  # before any write
     generative = None
     # The generative model stays float32 (built before the mixed policy is set).
     # A given one is loaded (and checked) before LOG_DIR is written, too.
