@@ -136,6 +136,12 @@ register(Recipe(
         ("lvat_vae_from_vat", dict(method="lvat_vae", epsilon=1.0,
                                    init_from="variant:vat_eps5_lvatin")),
         ("lvat_vae_rampup", dict(method="lvat_vae", epsilon=1.0, consistency_rampup=2000)),
+        # ... and the warm start against the clean target p(y|Dec(Enc(x))): is it the
+        # reconstruction gap in upstream's target, or the decoded neighbourhood itself,
+        # that moves the classifier away from the VAT solution?
+        ("lvat_vae_rec_from_vat", dict(method="lvat_vae", epsilon=1.0,
+                                       lvat_reference="reconstruction",
+                                       init_from="variant:vat_eps5_lvatin")),
     ),
     # One VAE for every LVAT row and seed: MNIST's train.py defaults (widths 32-64-128,
     # 10 epochs of batch 32; DatasetDefaults in lvat_tf/data/registry.py).
