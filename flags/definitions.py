@@ -119,6 +119,9 @@ def define_flags(script: str = "train") -> None:
                   "reference and perturbed inputs normalised together as one batch [x; x_adv]; "
                   "moving = the BN moving averages (measured to collapse; kept to reproduce "
                   "that). [ours]")
+    d.DEFINE_bool("entmin", False, "Add entropy minimisation on the clean unlabeled pass to the "
+                  "method's terms (any method with an unlabeled batch; vat_tf's vatent is "
+                  "--method=vat --entmin). [ours]")
     d.DEFINE_bool("jit_compile", False, "Compile the whole train step with XLA (measured slower "
                   "for Conv-Large on a 2-core CPU; try it on GPUs). [ours]")
     d.DEFINE_bool("mixed_precision", False, "bfloat16 compute with float32 variables; losses, "

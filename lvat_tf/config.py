@@ -95,6 +95,9 @@ class Config:
     glow_train_steps: int | None = None
     lvat_reference: str = "input"
     lvat_bn: str = "batch"
+    # ours: entropy minimisation added to any method with an unlabeled term
+    # (vat_tf's vatent is vat + this).
+    entmin: bool = False
     # MAT / center loss (MAT paper; docs/methods.md "MAT" for the choices)
     mat_lambda1: float | None = None
     mat_lambda2: float = 0.1
@@ -328,6 +331,11 @@ def validate(cfg: Config) -> None:
     if cfg.input_transform == "vat" and methods.get_method(cfg.method).generative:
         raise ConfigError("input_transform", f"--method={cfg.method} perturbs through a "
                           f"generative model trained on x / 255: expected method or lvat")
+    if cfg.entmin and cfg.method == "vatent":
+        raise ConfigError("entmin", "--method=vatent already minimises the entropy")
+    if cfg.entmin and not methods.get_method(cfg.method).uses_unlabeled:
+        raise ConfigError("entmin", f"--method={cfg.method} trains on no unlabeled batch to "
+                          f"minimise the entropy of")
     if cfg.consistency_rampup < 0:
         raise ConfigError("consistency_rampup", f"expected 0 (off) or a number of updates, got "
                           f"{cfg.consistency_rampup}")

@@ -136,6 +136,10 @@ register(Recipe(
         ("lvat_vae_from_vat", dict(method="lvat_vae", epsilon=1.0,
                                    init_from="variant:vat_eps5_lvatin")),
         ("lvat_vae_rampup", dict(method="lvat_vae", epsilon=1.0, consistency_rampup=2000)),
+        # The warm start showed LVAT's term flattening the unlabeled predictions
+        # (docs/results.md#lvat-warm-start): LVAT-VAE with entropy minimisation added
+        # (as vat_tf's vatent adds it to VAT), from a random start.
+        ("lvat_vae_ent", dict(method="lvat_vae", epsilon=1.0, entmin=True)),
         # ... and the warm start against the clean target p(y|Dec(Enc(x))): is it the
         # reconstruction gap in upstream's target, or the decoded neighbourhood itself,
         # that moves the classifier away from the VAT solution?

@@ -116,7 +116,10 @@ def build_regularizers(cfg, generative_model=None, feature_dim=None, num_classes
         raise ValueError(f"method {cfg.method} needs a generative model")
     if spec.needs_features and (feature_dim is None or num_classes is None):
         raise ValueError(f"method {cfg.method} needs the classifier's feature size")
-    return spec.build(cfg, BuildContext(generative_model, feature_dim, num_classes))
+    regs = list(spec.build(cfg, BuildContext(generative_model, feature_dim, num_classes)))
+    if cfg.entmin:  # composes with any method's unlabeled terms (vatent = vat + this)
+        regs.append(Entropy())
+    return regs
 
 
 def _search(cfg) -> dict:
