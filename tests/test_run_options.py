@@ -1,4 +1,6 @@
-"""Run-directory locks, the consistency ramp-up and warm starts (--init_from)."""
+"""Run-level options: run-directory locks, the consistency ramp-up, warm starts (--init_from),
+the input transform and entropy minimisation composed with any method (--entmin)."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -265,3 +267,23 @@ def test_input_transform_gives_any_method_either_transform_and_refuses_vat_for_l
     res = run.train_and_evaluate(tiny_config(d, num_epochs=1, input_transform="lvat"))
     assert _prep(d) == {"scaling": "unit", "pad_to": 32, "zca": False}
     assert res["num_iterations"] == 5
+
+
+# ---------------------------------------------------------------- entmin
+def test_entmin_composes_with_any_unlabeled_method_and_vat_plus_it_is_vatent():
+    from lvat_tf.regularizers import methods
+    from lvat_tf.regularizers.vat import Entropy
+
+    vatent = methods.build_regularizers(tiny_config(method="vatent"))
+    vat_ent = methods.build_regularizers(tiny_config(method="vat", entmin=True))
+    assert [type(r) for r in vatent] == [type(r) for r in vat_ent] == [VAT, Entropy]
+    assert dataclasses.asdict(vatent[0]) == dataclasses.asdict(vat_ent[0])  # same settings
+    # The two methods' steps are the same computation.
+    a, b = _model(0, vatent), _model(0, vat_ent)
+    la, lb = a.compute_losses(_batch()), b.compute_losses(_batch())
+    assert float(la.total) == float(lb.total)
+    assert la.regularizers.keys() == lb.regularizers.keys() == {"vat_loss", "ent_loss"}
+    with pytest.raises(ConfigError, match="^--entmin: --method=vatent already"):
+        tiny_config(method="vatent", entmin=True)
+    with pytest.raises(ConfigError, match="^--entmin: --method=baseline trains on no unlabeled"):
+        tiny_config(method="baseline", entmin=True)
