@@ -140,6 +140,11 @@ register(Recipe(
         # (docs/results.md#lvat-warm-start): LVAT-VAE with entropy minimisation added
         # (as vat_tf's vatent adds it to VAT), from a random start.
         ("lvat_vae_ent", dict(method="lvat_vae", epsilon=1.0, entmin=True)),
+        # At epsilon 1 LVAT's adversarial step moves the image by 0.52 in input space
+        # beyond the reconstruction (3: 1.45; 10: 3.78; docs/measurements/
+        # lvat_term_at_solution.py) - far less than the epsilon 5 VAT needs here (VAT
+        # collapsed at 0.3 and was bistable at 2). LVAT-VAE at epsilon 10:
+        ("lvat_vae_e10", dict(method="lvat_vae", epsilon=10.0)),
         # ... and the warm start against the clean target p(y|Dec(Enc(x))): is it the
         # reconstruction gap in upstream's target, or the decoded neighbourhood itself,
         # that moves the classifier away from the VAT solution?
