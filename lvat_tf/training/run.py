@@ -171,6 +171,11 @@ def _unused_fields(method):
     return unused
 
 
+def own_checkpoint(log_dir):
+    """The run's own latest checkpoint in LOG_DIR/checkpoints, or None before its first."""
+    return checkpointing.latest_checkpoint(os.path.join(log_dir, "checkpoints"))
+
+
 def _check_run_dir(cfg):
     path = os.path.join(cfg.log_dir, "config.json")
     if not os.path.isfile(path):
@@ -188,7 +193,7 @@ def _check_run_dir(cfg):
     unused = _unused_fields(cfg.method)
     diff = sorted(k for k in new if k not in RESUME_FREE and k not in unused and k in saved
                   and old.get(k) != new[k])
-    if diff and checkpointing.latest_checkpoint(os.path.join(cfg.log_dir, "checkpoints")) is None:
+    if diff and own_checkpoint(cfg.log_dir) is None:
         # A start that stopped before its first checkpoint (e.g. a refused --init_from)
         # holds nothing to resume: start over with these flags rather than refuse them.
         logging.warning("--log_dir: %s has no checkpoint yet; starting over with --%s=%r "
@@ -404,8 +409,7 @@ def train_and_evaluate(cfg, verbose="auto"):
     # or a broken file leaves no half-made run directory behind.
     data = pipeline.load_ssl_data(cfg, prep, methods.input_needs(cfg.method, cfg.zca,
                                                                  cfg.input_transform))
-    if cfg.init_from and checkpointing.latest_checkpoint(
-            os.path.join(cfg.log_dir, "checkpoints")) is None:
+    if cfg.init_from and own_checkpoint(cfg.log_dir) is None:
         check_init_source(cfg.init_from, data.preprocessor.describe())  # before any write
     generative = None
     # The generative model stays float32 (built before the mixed policy is set).
@@ -450,7 +454,7 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         # "upstream_adam_1/..." and could not be resumed by a fresh process. Runs
         # saved before this fix keep the name their checkpoint holds.
         ckpt_dir = os.path.join(cfg.log_dir, "checkpoints")
-        latest = checkpointing.latest_checkpoint(ckpt_dir)
+        latest = own_checkpoint(cfg.log_dir)
         opt = UpstreamAdam(learning_rate=cfg.learning_rate, beta_1=cfg.mom1,
                            name=_checkpoint_optimizer_name(latest))
         # XLA: whole train step compiled; measured slower for Conv-Large on this CPU
