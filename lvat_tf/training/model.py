@@ -10,7 +10,7 @@ All randomness of a step is keyed by (seed, optimizer.iterations), so a run
 resumed from a checkpoint replays the same dropout masks and directions.
 """
 import contextlib
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple
 
 import keras
 import tensorflow as tf
@@ -32,8 +32,6 @@ class StepLosses(NamedTuple):
       logits_l: (B, K) labeled logits (BN update mode).
       regularizers: {metric name: scalar} of the regularisers' terms.
       features_l: (B, D) labeled features (what ``update_state`` receives).
-      consistency_weight: scalar weight of the unlabeled terms in ``total``
-        (``SSLModel.consistency_weight``), or None without a ramp-up.
     """
 
     total: tf.Tensor
@@ -41,7 +39,6 @@ class StepLosses(NamedTuple):
     logits_l: tf.Tensor
     regularizers: Dict[str, tf.Tensor]
     features_l: tf.Tensor
-    consistency_weight: Optional[tf.Tensor] = None
 
 
 class SSLModel(keras.Model):
@@ -132,7 +129,6 @@ class SSLModel(keras.Model):
             reg_losses[reg.name + "_info"] = loss
             total = total + loss
         unlabeled_regs = [r for r in self.regularizers if r.uses_unlabeled]
-        weight = self.consistency_weight()
         if unlabeled_regs:
             x_u = data["x_u"]
 
@@ -145,6 +141,7 @@ class SSLModel(keras.Model):
                 return self.classifier(x, bn_mode=bn_mode, dropout_seed=seed_u,
                                        return_features=features)
 
+            weight = self.consistency_weight()
             want_feats = any(r.needs_features for r in unlabeled_regs)
             grad_clean = any(r.needs_clean_grad for r in unlabeled_regs)
             with (contextlib.nullcontext() if grad_clean else no_record()):
@@ -159,7 +156,7 @@ class SSLModel(keras.Model):
                     clean_features=(tf.stop_gradient(feats_u) if reg.needs_features else None))
                 reg_losses[reg.name] = loss  # logged unweighted: the term itself
                 total = total + (loss if weight is None else weight * loss)
-        return StepLosses(total, xe, logits_l, reg_losses, feats_l, weight)
+        return StepLosses(total, xe, logits_l, reg_losses, feats_l)
 
     # Keras traces train_step / test_step with autograph on. Nothing in the step branches
     # or loops on a tensor (loops run over Python ints: power iterations, regularisers), so
@@ -176,13 +173,14 @@ class SSLModel(keras.Model):
             # gradient of the global-batch mean (distribute.py).
             scaled = losses.total / tf.cast(distribute.num_replicas(), losses.total.dtype)
         grads = tape.gradient(scaled, variables)
+        weight = self.consistency_weight()  # this update's (before apply moves the counter)
         self.optimizer.apply(grads, variables)
         for reg in self.regularizers:  # e.g. MAT's mixture, after the update
             reg.update_state(tf.stop_gradient(losses.features_l), data["y_l"])
         self._update_metrics(losses.total, losses.xe, losses.logits_l, data["y_l"],
                              losses.regularizers)
         if self.weight_tracker is not None:
-            self.weight_tracker.update_state(losses.consistency_weight)
+            self.weight_tracker.update_state(weight)
         return self._results(self.metrics)
 
     def _results(self, metrics):
