@@ -57,6 +57,16 @@ def run_dir(out_dir: str, variant: str, seed: int, dataset_seed: int, single: bo
     return os.path.join(out_dir, variant, f"seed{seed}-data{dataset_seed}")
 
 
+def single_layout(grid, recipe_base) -> bool:
+    """Whether a grid's one run keeps the flat ``<out>/<variant>`` layout: only the recipe's
+    own (seed, dataset_seed). A run with an overridden ``--seed`` (e.g. one seed of a
+    seeded row run in its own process) gets its ``seed<s>-data<d>`` directory, so that it
+    neither shares the flat directory with the recipe seed's run nor is missed when the
+    row is aggregated with ``--seeds=N``."""
+    return len(grid) == 1 and grid[0] == (recipe_base.get("seed", 1),
+                                          recipe_base.get("dataset_seed", 1))
+
+
 #: A recipe variant's ``init_from="variant:NAME"`` starts from variant NAME's run of
 #: the same seed and labeled subset (a warm start, e.g. LVAT from a VAT solution).
 VARIANT_PREFIX = "variant:"
@@ -426,7 +436,7 @@ def run_recipe(recipe, output_dir: str, variants: Optional[Sequence[str]] = None
     if any(a not in robustness.ATTACKS for a in attacks):
         raise ExperimentError(f"--robustness: expected some of {','.join(robustness.ATTACKS)} "
                               f"or none, got {','.join(attacks)}")
-    single = len(grid) == 1 and grid[0] == (base.get("seed", 1), base.get("dataset_seed", 1))
+    single = single_layout(grid, recipe.base)
     out_dir = os.path.join(output_dir, recipe.name)
     summary_path = os.path.join(out_dir, "summary.json")
     old = earlier_runs(summary_path, base)

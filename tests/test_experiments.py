@@ -16,6 +16,11 @@ def test_seed_grid_and_run_dirs():
         experiments.seed_grid(1, 1, 0)
     assert experiments.run_dir("o", "vat", 1, 1, single=True) == "o/vat"
     assert experiments.run_dir("o", "vat", 2, 3, single=False) == "o/vat/seed2-data3"
+    # Only the recipe's own seed keeps the flat layout; --seed=3 --seeds=1 gets seed3-data1.
+    assert experiments.single_layout([(1, 1)], {"seed": 1, "dataset_seed": 1})
+    assert not experiments.single_layout([(3, 1)], {"seed": 1, "dataset_seed": 1})
+    assert not experiments.single_layout([(1, 2)], {"seed": 1})
+    assert not experiments.single_layout([(1, 1), (2, 1)], {"seed": 1})
 
 
 def test_mean_std_is_the_sample_std_and_rows_count_collapses():
