@@ -151,10 +151,18 @@ register(Recipe(
         ("lvat_vae_rec_from_vat", dict(method="lvat_vae", epsilon=1.0,
                                        lvat_reference="reconstruction",
                                        init_from="variant:vat_eps5_lvatin")),
+        # LVAT-Glow with seeds (issue 11 item 5: both generative models; one session-3
+        # seed at 16k updates, 34.23 %), at LVAT's default epsilon 1 and the paper's
+        # largest Glow value 1.5.
+        ("lvat_glow", dict(method="lvat_glow", epsilon=1.0)),
+        ("lvat_glow_e15", dict(method="lvat_glow", epsilon=1.5)),
     ),
-    # One VAE for every LVAT row and seed: MNIST's train.py defaults (widths 32-64-128,
-    # 10 epochs of batch 32; DatasetDefaults in lvat_tf/data/registry.py).
-    generative={"vae": dict(widths=(32, 64, 128), num_epochs=10, aug_trans=False)},
+    # One VAE and one Glow for every LVAT row and seed: MNIST's train.py defaults
+    # (VAE widths 32-64-128, 10 epochs of batch 32; Glow L 3, K 4, width 32, 1,500
+    # steps; DatasetDefaults in lvat_tf/data/registry.py).
+    generative={"vae": dict(widths=(32, 64, 128), num_epochs=10, aug_trans=False),
+                "glow": dict(num_levels=3, flow_steps=4, width=32, num_steps=1500,
+                             is_aug=False)},
 ))
 
 # The long budget for the MNIST-100 target (<= 2 % test error): 24,000 updates
