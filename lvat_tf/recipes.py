@@ -185,7 +185,9 @@ register(Recipe(
         # and 250 unlabeled) on the same 24k updates: does a noise-free labeled
         # term and a larger unlabeled batch keep every seed in the good basin
         # (seeds 3 and 4 of vat_exact ended at 3-5 %)? 1.7x the step time
-        # (53.8 vs 30.8 ms on the AMD EPYC, quiet).
+        # (53.8 vs 30.8 ms on the AMD EPYC, quiet). Measured (session 12, seeds 3 and
+        # 4): 11.41 % and 5.04 % against 3.23 % and 5.02 % - no help
+        # (docs/results.md "training dynamics").
         ("vat_exact_b100", dict(method="vat", power_iteration="exact", batch_size=100,
                                 ul_batch_size=250)),
     ),
