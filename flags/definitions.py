@@ -168,6 +168,9 @@ def define_flags(script: str = "train") -> None:
     d.DEFINE_float("learning_rate", U["learning_rate"], "Adam's initial learning rate. [vat_tf]")
     d.DEFINE_float("mom1", U["mom1"], "Adam beta1 before the decay. [vat_tf]")
     d.DEFINE_float("mom2", U["mom2"], "Adam beta1 from epoch_decay_start on. [vat_tf]")
+    d.DEFINE_float("learning_rate_decay", 1.0, "Multiply the lr by this once per epoch, on "
+                   "top of the linear decay (the VAT authors' Theano MNIST scripts: 0.9 per "
+                   "epoch); 1 = off, vat_tf's schedule. [ours]")
     d.DEFINE_integer("consistency_rampup", 0, "Updates over which the weight of the "
                      "regularisers' unlabeled terms rises as exp(-5 (1 - t/T)^2) to 1 (Laine & "
                      "Aila's ramp-up); 0 = full weight from the first update, as upstream. [ours]")

@@ -119,6 +119,10 @@ class Config:
     learning_rate: float = 0.001
     mom1: float = 0.9
     mom2: float = 0.5
+    # ours: lr multiplied by this once per epoch on top of vat_tf's schedule (the VAT
+    # authors' Theano scripts, takerum/vat train_mnist_semisup.py --learning_rate_decay,
+    # 0.9 there); 1.0 = off, vat_tf's schedule unchanged.
+    learning_rate_decay: float = 1.0
     # ours: the unlabeled (consistency) terms' weight rises over this many updates
     # (0 = full weight from the first update, as upstream).
     consistency_rampup: int = 0
@@ -336,6 +340,9 @@ def validate(cfg: Config) -> None:
     if cfg.entmin and not methods.get_method(cfg.method).uses_unlabeled:
         raise ConfigError("entmin", f"--method={cfg.method} trains on no unlabeled batch to "
                           f"minimise the entropy of")
+    if not 0.0 < cfg.learning_rate_decay <= 1.0:
+        raise ConfigError("learning_rate_decay", f"expected a factor in (0, 1] (1 = off), got "
+                          f"{cfg.learning_rate_decay}")
     if cfg.consistency_rampup < 0:
         raise ConfigError("consistency_rampup", f"expected 0 (off) or a number of updates, got "
                           f"{cfg.consistency_rampup}")

@@ -268,7 +268,7 @@ def prepare_generative(kind: str, dataset: str, data_dir: Optional[str], setting
 
 #: Training logs that are not a regulariser's term.
 _NOT_TERMS = ("epoch", "step", "loss", "xe_loss", "accuracy", "fit_seconds",
-              "consistency_weight")
+              "consistency_weight", "learning_rate", "beta1")
 
 
 def last_epoch_terms(results: dict) -> Dict[str, float]:

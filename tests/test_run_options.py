@@ -143,6 +143,19 @@ def test_rampup_is_logged_per_epoch_and_a_bad_value_refused(tmp_path):
         tiny_config(consistency_rampup=-1)
 
 
+def test_learning_rate_decay_is_applied_per_epoch_and_a_bad_value_refused(tmp_path):
+    res = run.train_and_evaluate(tiny_config(str(tmp_path / "r"), learning_rate_decay=0.5,
+                                             num_epochs=3, epoch_decay_start=3))
+    lrs = [h["learning_rate"] for h in res["train_history"]]
+    lr0 = res["config"]["learning_rate"]
+    np.testing.assert_allclose(lrs, [lr0, lr0 / 2, lr0 / 4], rtol=1e-6)
+    assert [h["beta1"] for h in res["train_history"]] == [0.9] * 3
+    assert "learning_rate" not in experiments.last_epoch_terms(res)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="^--learning_rate_decay: expected a factor"):
+            tiny_config(learning_rate_decay=bad)
+
+
 # ---------------------------------------------------------------- warm start
 def _weights(results_dir):
     from lvat_tf.trained import load_trained_classifier

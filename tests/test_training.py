@@ -93,6 +93,12 @@ def test_upstream_schedule_and_adam_beta1_accumulator():
     assert upstream_schedule(0, 1e-3, 120, 80, 0.9, 0.5) == (1e-3, 0.9)
     assert upstream_schedule(79, 1e-3, 120, 80, 0.9, 0.5) == (1e-3, 0.9)
     assert upstream_schedule(80, 1e-3, 120, 80, 0.9, 0.5) == (1e-3, 0.5)
+    # --learning_rate_decay: lr0 * rate**epoch, on top of the linear decay.
+    assert upstream_schedule(0, 2e-3, 60, 60, 0.9, 0.5, 0.9) == (2e-3, 0.9)
+    lr, b1 = upstream_schedule(3, 2e-3, 60, 60, 0.9, 0.5, 0.9)
+    assert lr == pytest.approx(2e-3 * 0.9 ** 3) and b1 == 0.9
+    lr, b1 = upstream_schedule(50, 1e-3, 60, 40, 0.9, 0.5, 0.9)
+    assert lr == pytest.approx(1e-3 * 10 / 20 * 0.9 ** 50) and b1 == 0.5
     lr, b1 = upstream_schedule(119, 1e-3, 120, 80, 0.9, 0.5)
     assert b1 == 0.5 and abs(lr - 1e-3 / 40) < 1e-12
     # Adam against TF1's ApplyAdam with a beta1 switch after two steps: beta1_power

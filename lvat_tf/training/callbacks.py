@@ -27,7 +27,7 @@ class UpstreamSchedule(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         c = self.cfg
         lr, beta1 = upstream_schedule(epoch, c.learning_rate, c.num_epochs, c.epoch_decay_start,
-                                      c.mom1, c.mom2)
+                                      c.mom1, c.mom2, c.learning_rate_decay)
         self.model.optimizer.learning_rate.assign(lr)
         self.model.optimizer.set_beta_1(beta1)
         self.current = (lr, beta1)
@@ -138,6 +138,7 @@ class ScalarLogger(keras.callbacks.Callback):
             tf.summary.scalar("beta1", beta1, step=step)
         self.writer.flush()
         self.history.append({"epoch": epoch + 1, "step": step, **train_logs,
+                             "learning_rate": float(lr), "beta1": float(beta1),
                              "fit_seconds": round(self._earlier + time.time() - self._t0, 1)})
         if self.save_path:
             files.write_json_atomic(self.save_path, self.history)

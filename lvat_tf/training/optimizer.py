@@ -78,13 +78,16 @@ def _handle(variable):
 
 
 def upstream_schedule(epoch: int, learning_rate: float, num_epochs: int, epoch_decay_start: int,
-                      mom1: float, mom2: float):
+                      mom1: float, mom2: float, lr_decay: float = 1.0):
     """(lr, beta1) for a 0-based epoch, as vat_tf train_semisup.py.
 
     Constant lr and beta1 = mom1 before ``epoch_decay_start``; from it on
     lr0 * (num_epochs - epoch) / (num_epochs - epoch_decay_start) and beta1 = mom2.
+    ``lr_decay`` < 1 multiplies that lr by ``lr_decay ** epoch`` (the VAT authors'
+    Theano scripts decay lr by 0.9 after every epoch; 1 leaves vat_tf's schedule).
     """
+    factor = lr_decay ** epoch
     if epoch < epoch_decay_start or num_epochs == epoch_decay_start:
-        return learning_rate, mom1
+        return learning_rate * factor, mom1
     decayed = learning_rate * float(num_epochs - epoch) / float(num_epochs - epoch_decay_start)
-    return decayed, mom2
+    return decayed * factor, mom2
