@@ -14,8 +14,9 @@ subset of the test set.
 """
 import glob
 import html
+import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -53,7 +54,7 @@ def run_perturbations(log_dir: str, num_examples: int = 500, seed: int = 0) -> d
     clean = forward(x)
     rng = tf.random.Generator.from_seed(seed)
     out = {"label": f"{os.path.basename(os.path.normpath(log_dir))} ({cfg.method})",
-           "method": cfg.method, "x": x.numpy(),
+           "log_dir": log_dir, "method": cfg.method, "x": x.numpy(),
            "display_offset": 0.0 if spec.input_scaling == "unit" else 0.5}
     if spec.generative:
         gen_dir = cfg.generative_model_dir or os.path.join(log_dir, "generative")
@@ -160,32 +161,75 @@ def read_scalars(log_dir: str) -> Dict[str, Dict[str, list]]:
     return out
 
 
-def _curves(log_dirs: List[str], path: str) -> bool:
-    data = {os.path.basename(os.path.normpath(d)): read_scalars(d) for d in log_dirs}
+def unique_labels(runs: Sequence[dict]) -> List[str]:
+    """Legend names that tell the runs apart.
+
+    ``reproduce.py`` names every run directory ``seed<S>-data<D>`` under its
+    variant, so a VAT and an LVAT run of the same seed share a basename; the
+    method is added, and where labels still clash, as many parent directories
+    as it takes (the same run given twice keeps its clash).
+
+    Args:
+      runs: dicts with ``log_dir`` and ``method`` (``run_perturbations`` output).
+    """
+    def name(r, depth):
+        parts = os.path.normpath(r["log_dir"]).split(os.sep)[-depth:]
+        return f"{'/'.join(parts)} ({r['method']})"
+    labels = [name(r, 1) for r in runs]
+    depth = 1
+    while len(set(labels)) < len(labels) and depth < 64:
+        depth += 1
+        labels = [name(r, depth) if labels.count(lab) > 1 else lab
+                  for r, lab in zip(runs, labels)]
+    return labels
+
+
+def learning_curves(named_dirs: Sequence[Tuple[str, str]], path: str) -> int:
+    """Plots train loss, train xe_loss and test accuracy, one line per run.
+
+    Args:
+      named_dirs: (legend label, log_dir) pairs; labels should be unique.
+      path: the PNG to write.
+
+    Returns:
+      How many runs drew at least one line (0: nothing to plot).
+    """
+    data = [(label, read_scalars(d)) for label, d in named_dirs]
     panels = [("train", "loss"), ("train", "xe_loss"), ("test", "accuracy")]
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), dpi=110)
-    drew = False
+    drew = set()
     for ax, (split, tag) in zip(axes, panels):
-        for name, sc in data.items():
+        for name, sc in data:
             pts = sc.get(split, {}).get(tag) or sc.get(split, {}).get(f"{split}_{tag}")
             if pts:
                 steps, vals = zip(*sorted(pts))
                 ax.plot(steps, vals, marker="o", markersize=3, label=name)
-                drew = True
+                drew.add(name)
         ax.set_title(f"{split} {tag}", fontsize=9)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return drew
+    return len(drew)
+
+
+def _final_error(log_dir: str) -> str:
+    """The run's test error (%) from results.json, or '-' for an unfinished run."""
+    path = os.path.join(log_dir, "results.json")
+    if not os.path.exists(path):
+        return "-"
+    with open(path) as f:
+        return f"{json.load(f)['test_error']:.2f}"
 
 
 def analyze(log_dirs: List[str], output_dir: str, num_examples: int = 500) -> List[str]:
     """Writes the figures and index.html; returns the PNG file names written."""
     os.makedirs(output_dir, exist_ok=True)
     runs = [run_perturbations(d, num_examples) for d in log_dirs]
+    for r, label in zip(runs, unique_labels(runs)):
+        r["label"] = label
     written = []
     figs = [
         ("fig5_consistency_cost.png", lambda p: _hist(
@@ -196,7 +240,8 @@ def analyze(log_dirs: List[str], output_dir: str, num_examples: int = 500) -> Li
         ("fig7_images.png", lambda p: _grid(runs, p)),
         ("fig8_reconstruction_error.png", lambda p: _hist(
             runs, "rec_err", "||x - Dec(Enc(x))||_2", "Fig. 8: reconstruction error", p)),
-        ("learning_curves.png", lambda p: _curves(log_dirs, p)),
+        ("learning_curves.png",
+         lambda p: learning_curves([(r["label"], r["log_dir"]) for r in runs], p) > 0),
     ]
     for name, make in figs:
         if make(os.path.join(output_dir, name)):
@@ -204,10 +249,12 @@ def analyze(log_dirs: List[str], output_dir: str, num_examples: int = 500) -> Li
     rows = []
     for r in runs:
         rec = f"{np.mean(r['rec_err']):.3f}" if "rec_err" in r else "-"
-        rows.append(f"<tr><td>{html.escape(r['label'])}</td><td>{np.mean(r['cost']):.4f}</td>"
+        rows.append(f"<tr><td>{html.escape(r['label'])}</td><td>{_final_error(r['log_dir'])}</td>"
+                    f"<td>{np.mean(r['cost']):.4f}</td>"
                     f"<td>{np.mean(r['dist']):.3f}</td><td>{rec}</td></tr>")
     page = ("<html><head><meta charset='utf-8'><title>lvat_tf analysis</title></head><body>"
             "<h1>lvat_tf analysis</h1><table border=1 cellpadding=4><tr><th>run</th>"
+            "<th>test error %</th>"
             "<th>mean cost</th><th>mean ||x - x_adv||</th><th>mean rec. error</th></tr>"
             + "".join(rows) + "</table>"
             + "".join(f"<h2>{n}</h2><img src='{n}'>" for n in written) + "</body></html>")
