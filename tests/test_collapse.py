@@ -40,6 +40,31 @@ def test_prediction_stats_of_uniform_one_class_and_confident_predictions():
     assert "skewed onto" in msg and "of 10 effective classes" in msg and "--" in msg
 
 
+def test_a_class_absorbed_by_a_neighbour_is_flagged_against_the_labels_share():
+    # VAT + EntMin on MNIST-100 (session 13): all 4s called 9, the other classes healthy,
+    # 8.7 effective classes - not skewed, but one class gone.
+    k = 10
+    pred = np.repeat(np.arange(k), [100, 110, 100, 100, 0, 100, 100, 100, 100, 190])
+    stats = collapse.prediction_stats(np.eye(k)[pred] * 0.98 + 0.002)
+    assert 8.0 < stats["effective_classes"] < 9.0 and stats["top_class_fraction"] == 0.19
+    assert collapse.absorbed_classes(stats) == [4]
+    assert collapse.classify(stats, 1.0, k) == "absorbed"
+    assert collapse.classify(stats, 0.5, k) is None  # labels not fitted: not this failure
+    msg = collapse.collapse_message("absorbed", stats, 1.0, "vatent", 24000)
+    assert "class(es) 4 (0.0 % of the predictions), absorbed by others" in msg
+    assert "--seed" in msg and "Collapse at step 24000" in msg
+    # Against the labels' shares, not 1/K: a class rare among the labels and rare in the
+    # predictions is healthy; the rarest healthy class measured held 4.6 % against 10 %.
+    rare = np.repeat(np.arange(k), [110, 110, 110, 110, 20, 110, 110, 110, 110, 100])
+    rare_stats = collapse.prediction_stats(np.eye(k)[rare])
+    assert collapse.classify(rare_stats, 1.0, k) == "absorbed"  # 2 % against 10 %
+    shares = np.full(k, 0.1075)
+    shares[4] = 0.0325
+    assert collapse.classify(rare_stats, 1.0, k, shares) is None  # 2 % against 3.25 %
+    near = np.repeat(np.arange(k), [105, 105, 105, 105, 46, 105, 105, 105, 105, 114])
+    assert collapse.classify(collapse.prediction_stats(np.eye(k)[near]), 1.0, k) is None
+
+
 class _Lookup:
     """Labeled images (first pixel = label / 10) get confident logits; others uniform."""
 
@@ -101,3 +126,22 @@ def test_a_run_made_to_collapse_is_detected_and_recorded(tmp_path):
     assert rec["detected"] and rec["final"] is not None, rec["history"]
     assert "--epsilon" in rec["message"] and rec["history"][-1]["labeled_accuracy"] >= 0.9
     assert json.load(open(tmp_path / "run" / "results.json"))["collapse"]["detected"]
+
+
+def test_monitor_flags_an_absorbed_class_from_the_labeled_sets_shares(tmp_path):
+    y = np.arange(20) % 10
+    x_l = np.zeros((20, 4, 4, 1), np.float32)
+    x_l[:, 0, 0, 0] = y / 10.0
+    u = np.array([c for c in range(10) if c != 4] * 11 + [9] * 11)  # the 4s called 9
+    x_u = np.zeros((len(u), 4, 4, 1), np.float32)
+    x_u[:, 0, 0, 0] = u / 10.0
+    mon = collapse.CollapseMonitor(_Lookup(), x_u, x_l, y, "vat", eval_freq=1, num_epochs=1,
+                                   save_path=str(tmp_path / "collapse.json"))
+    fake = _FakeModel()
+    mon.set_model(fake)
+    fake.optimizer.iterations.assign(5)
+    mon.on_epoch_end(0)
+    np.testing.assert_allclose(mon.label_shares, np.full(10, 0.1))
+    rec = json.loads((tmp_path / "collapse.json").read_text())
+    assert rec["kind"] == "absorbed" and rec["final"] == "absorbed"
+    assert "class(es) 4 (0.0 % of the predictions)" in rec["message"]
