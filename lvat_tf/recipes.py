@@ -21,6 +21,9 @@ class Recipe:
         models trained once per recipe (OUTPUT_DIR/<recipe>/generative/<kind>)
         and shared by every LVAT variant and seed; a recipe without one lets
         each LVAT run train its own (train.py's defaults).
+      paired_with: variants every other variant is compared with seed by seed
+        (same seed and labeled subset: the paired differences of
+        lvat_tf.experiments.paired_differences); empty = the first variant.
     """
 
     name: str
@@ -29,6 +32,17 @@ class Recipe:
     variants: Tuple[Tuple[str, Dict], ...]
     robustness: Tuple[str, ...] = ()
     generative: Dict[str, Dict] = dataclasses.field(default_factory=dict)
+    paired_with: Tuple[str, ...] = ()
+
+    def references(self) -> Tuple[str, ...]:
+        """The variants the others are paired with (``paired_with`` or the first)."""
+        return self.paired_with or self.variants[0][:1]
+
+    def __post_init__(self):
+        names = [n for n, _ in self.variants]
+        bad = [r for r in self.paired_with if r not in names]
+        if bad:
+            raise ValueError(f"recipe {self.name}: paired_with names unknown variant {bad[0]!r}")
 
 
 RECIPES: Dict[str, Recipe] = {}
@@ -79,6 +93,7 @@ register(Recipe(
         _MAT_LOG, _MAT_PLAIN,
     ),
     robustness=("fgsm", "l2"),
+    paired_with=("baseline", "vat"),
 ))
 
 # The training-dynamics study (docs/results.md "Training dynamics"): MNIST-100 on 4,000
@@ -157,6 +172,7 @@ register(Recipe(
         ("lvat_glow", dict(method="lvat_glow", epsilon=1.0)),
         ("lvat_glow_e15", dict(method="lvat_glow", epsilon=1.5)),
     ),
+    paired_with=("baseline", "vat_eps5"),
     # One VAE and one Glow for every LVAT row and seed: MNIST's train.py defaults
     # (VAE widths 32-64-128, 10 epochs of batch 32; Glow L 3, K 4, width 32, 1,500
     # steps; DatasetDefaults in lvat_tf/data/registry.py).
@@ -208,6 +224,7 @@ register(Recipe(
         # worse: seed 3 gave 98 % of the 4s to class 9 by update 4,000 and kept it.
         ("vatent_exact", dict(method="vatent", power_iteration="exact")),
     ),
+    paired_with=("baseline", "vat_exact"),
 ))
 
 # The decay phase (docs/results.md "Training dynamics"): mnist100_4k's VAT at epsilon 5
@@ -272,6 +289,7 @@ register(Recipe(
               ("vat_exact", dict(method="vat", power_iteration="exact")),
               ("lvat_vae", dict(method="lvat_vae", epsilon=1.0)),
               ("lvat_glow", dict(method="lvat_glow", epsilon=1.0))),
+    paired_with=("baseline", "vat"),
     generative=_DIGITS_GENERATIVE,
 ))
 
@@ -302,6 +320,7 @@ register(Recipe(
               # Session 7: the VAE's error still fell from epsilon 1 to 3 (3 seeds), so one
               # point past the paper's grid, at the latent's own norm (||z|| = 6.08).
               ("lvat_vae_e6", dict(method="lvat_vae", epsilon=6.0))),
+    paired_with=("baseline", "vat"),
     generative=_DIGITS_GENERATIVE,
 ))
 
@@ -340,6 +359,8 @@ register(Recipe(
         ("lvat_vae", dict(method="lvat_vae", epsilon=1.0)),
         ("lvat_glow", dict(method="lvat_glow", epsilon=1.0)),
     ),
+    # Every claim on this recipe is against no regulariser and against VAT.
+    paired_with=("baseline", "vat"),
     generative={
         "vae": dict(widths=(64, 128, 256), latent_dim=128, num_epochs=20, batch_size=32,
                     aug_trans=False),

@@ -6,7 +6,9 @@
 
 Each variant is a full train.py run (resumable) in OUTPUT_DIR/<recipe>/<variant>
 (several seeds: OUTPUT_DIR/<recipe>/<variant>/seed<S>-data<D>), mean ± std per variant;
-the table goes to stdout and OUTPUT_DIR/<recipe>/summary.{md,json}. Rows of
+the table goes to stdout and OUTPUT_DIR/<recipe>/summary.{md,json}, followed by
+each variant's test error minus that of the recipe's references (--paired_with)
+seed by seed: mean ± std of the differences and in how many pairs it is lower. Rows of
 variants not run this time are kept from an earlier summary of the same budget.
 A recipe's shared generative models are trained first into
 OUTPUT_DIR/<recipe>/generative/<kind> (with their quality report).
@@ -35,6 +37,9 @@ flags.DEFINE_list("dataset_seeds", None, "Labeled-subset draws (--dataset_seed v
 flags.DEFINE_list("robustness", None, "Attacks (fgsm, l2) to evaluate the finished variants with "
                   "(default: the recipe's; 'none' skips).")
 flags.DEFINE_integer("robustness_examples", 0, "Test examples per robustness evaluation (0 = all).")
+flags.DEFINE_list("paired_with", None, "Variants every other row is compared with seed by seed "
+                  "(same seed and labeled subset; the table's 'Paired by seed' part; default: "
+                  "the recipe's references, e.g. baseline,vat).")
 FLAGS = flags.FLAGS
 
 
@@ -64,7 +69,8 @@ def main():
     table, _ = experiments.run_recipe(
         recipe, FLAGS.output_dir, variants=FLAGS.variants, overrides=overrides,
         num_seeds=FLAGS.seeds, dataset_seeds=dataset_seeds, data_dir=data_dir,
-        attacks=attacks, robustness_examples=FLAGS.robustness_examples)
+        attacks=attacks, robustness_examples=FLAGS.robustness_examples,
+        paired_with=FLAGS.paired_with)
     print(table)
 
 

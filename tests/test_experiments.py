@@ -40,6 +40,59 @@ def test_mean_std_is_the_sample_std_and_rows_count_collapses():
     assert row["terms"] == {"vat_loss": 0.2} and "| vat_loss 0.2 |" in table
 
 
+def _row(variant, errors):
+    runs = [dict(seed=s, dataset_seed=d, test_error=e, collapsed=False, num_iterations=10)
+            for (s, d), e in errors.items()]
+    return experiments.make_row(variant, variant, "exact", 1.0, runs)
+
+
+def test_paired_differences_pair_runs_by_seed_and_labeled_subset():
+    rows = [_row("baseline", {(1, 1): 30.0, (2, 1): 34.0, (3, 1): 32.0, (1, 2): 50.0}),
+            _row("vat", {(1, 1): 28.0, (2, 1): 33.0, (3, 1): 33.0}),
+            # seed 4 has no baseline run: not a pair; (1, 2) pairs with the baseline's (1, 2)
+            _row("lvat", {(1, 1): 27.0, (4, 1): 1.0, (1, 2): 45.0})]
+    paired = experiments.paired_differences(rows, ["baseline", "vat", "absent"])
+    got = {(p["variant"], p["reference"]): p for p in paired}
+    # vat against baseline once: the reverse pair is not listed again.
+    assert set(got) == {("vat", "baseline"), ("lvat", "baseline"), ("lvat", "vat")}
+    p = got[("vat", "baseline")]
+    assert p["pairs"] == [[1, 1, -2.0], [2, 1, -1.0], [3, 1, 1.0]] and p["num_lower"] == 2
+    assert p["difference"] == pytest.approx(-2 / 3, abs=0.01)
+    assert p["difference_std"] == pytest.approx(experiments.mean_std([-2, -1, 1])[1], abs=0.01)
+    p = got[("lvat", "baseline")]
+    assert p["num_pairs"] == 2 and [x[2] for x in p["pairs"]] == [-3.0, -5.0]
+    p = got[("lvat", "vat")]  # one common pair: no std
+    assert p["pairs"] == [[1, 1, -1.0]] and p["difference_std"] is None
+    table = experiments.render_paired_table(paired)
+    assert "| vat | baseline | 3 | -0.67 ± 1.53 | 1-1: -2.00, 2-1: -1.00, 3-1: +1.00 | 2/3 |" \
+        in table
+    assert "| lvat | vat | 1 | -1.00 | 1-1: -1.00 | 1/1 |" in table
+    assert experiments.render_paired_table([]) == ""
+
+
+def test_recipe_references_default_to_the_first_variant_and_are_checked():
+    from lvat_tf.recipes import RECIPES, Recipe
+
+    for name, recipe in RECIPES.items():
+        names = [v for v, _ in recipe.variants]
+        assert recipe.references() and set(recipe.references()) <= set(names), name
+    assert RECIPES["cifar10_4k"].references() == ("baseline", "vat")
+    r = Recipe(name="x", description="x", base={}, variants=(("a", {}), ("b", {})))
+    assert r.references() == ("a",)
+    with pytest.raises(ValueError, match="paired_with names unknown variant 'c'"):
+        Recipe(name="x", description="x", base={}, variants=(("a", {}),), paired_with=("c",))
+
+
+def test_reproduce_rejects_an_unknown_paired_with_variant(tmp_path):
+    p = run_script("reproduce.py", "--recipe=digits100", "--paired_with=vat,nope",
+                   f"--output_dir={tmp_path}")
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines()[-1].endswith(
+        "--paired_with: unknown variant 'nope'; expected some of "
+        "baseline,vat,vatent,vat_exact,lvat_vae,lvat_glow")
+    assert not (tmp_path / "digits100").exists()  # nothing ran
+
+
 def test_reproduce_runs_every_seed_and_reports_mean_and_std(tmp_path):
     p = run_script("reproduce.py", "--recipe=digits100", "--variants=baseline", "--seeds=2",
                    "--dataset_seeds=1,2", "--num_epochs=1", "--epoch_decay_start=1",
