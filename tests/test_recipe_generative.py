@@ -89,6 +89,15 @@ def test_recipe_trains_generative_models_once_and_shares_them(tmp_path):
             assert cfg["generative_model_dir"] == str(gen_dir)
             assert not (run / "generative").exists()  # no per-run generative model
     assert "Generative models" in table and "| vae |" in table and "| glow |" in table
+    # Every variant paired with the recipe's references (baseline, VAT) over both seeds.
+    paired = {(p["variant"], p["reference"]): p for p in summary["paired"]}
+    assert set(paired) == {("vat", "baseline"), ("lvat_vae", "baseline"),
+                           ("lvat_glow", "baseline"), ("lvat_vae", "vat"), ("lvat_glow", "vat")}
+    assert all(p["num_pairs"] == 2 for p in paired.values())
+    p = paired[("lvat_glow", "vat")]
+    assert p["difference"] == pytest.approx(
+        rows["lvat_glow"]["test_error"] - rows["vat"]["test_error"], abs=0.02)
+    assert "Paired by seed" in table
     assert json.loads((out / "summary.json").read_text())["generative"].keys() == {"vae", "glow"}
 
     # Rerun: everything resumes finished, the generative models are not retrained.
