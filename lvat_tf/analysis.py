@@ -4,7 +4,8 @@
 * Fig. 6: histograms of ||x - x_adv||_2;
 * Fig. 7: image grids: x, Dec(Enc(x)), x_adv (LVAT) and x + r_vat (VAT);
 * Fig. 8: histograms of the reconstruction error ||x - Dec(Enc(x))||_2 (LVAT);
-* learning curves read back from the runs' TensorBoard logs;
+* learning curves read back from the runs' TensorBoard logs, one line per run
+  or (``seed_curves``, written by ``reproduce.py``) per variant over its seeds;
 * ``index.html`` showing them.
 
 Every run is analysed with its own method's perturbation (LVAT-VAE / LVAT-Glow
@@ -213,6 +214,65 @@ def learning_curves(named_dirs: Sequence[Tuple[str, str]], path: str) -> int:
     fig.savefig(path)
     plt.close(fig)
     return len(drew)
+
+
+def _series(scalars: dict, split: str, tag: str) -> Dict[int, float]:
+    """{step: value} of one tag (``accuracy`` or ``test_accuracy``); later writes win."""
+    pts = scalars.get(split, {}).get(tag) or scalars.get(split, {}).get(f"{split}_{tag}") or []
+    return dict(pts)  # file order: a step a resumed run wrote again keeps its last value
+
+
+def seed_curves(groups: Sequence[Tuple[str, Sequence[str]]], path: str,
+                panels: Sequence[Tuple[str, str]] = (("train", "xe_loss"), ("train", "loss"),
+                                                     ("test", "accuracy"))) -> dict:
+    """Learning curves of several variants over their seeds, one line per variant.
+
+    Each line is the mean over the variant's runs at the steps every one of them
+    logged, with the band between the lowest and highest run: with a few seeds
+    the band shows the whole spread rather than a ±std that assumes many.
+    Runs that resume write a step again; the last value written is kept.
+
+    Args:
+      groups: (label, [log_dir, ...]) per variant.
+      path: the PNG to write.
+      panels: (split, tag) per panel: ``train``'s epoch means, ``test``'s
+        periodic evaluation.
+
+    Returns:
+      {label: {"split/tag": {"steps": [...], "mean": [...], "min": [...],
+      "max": [...], "runs": n}}} for what was drawn ({} when nothing was).
+    """
+    data = [(label, [read_scalars(d) for d in dirs]) for label, dirs in groups]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), dpi=110)
+    axes = np.atleast_1d(axes)
+    out: dict = {}
+    for ax, (split, tag) in zip(axes, panels):
+        for label, runs in data:
+            series = [_series(sc, split, tag) for sc in runs]
+            series = [x for x in series if x]
+            if not series:
+                continue
+            steps = sorted(set.intersection(*(set(x) for x in series)))
+            if not steps:
+                continue
+            vals = np.array([[x[t] for t in steps] for x in series])
+            mean, lo, hi = vals.mean(0), vals.min(0), vals.max(0)
+            (line,) = ax.plot(steps, mean, marker="o", markersize=3,
+                              label=f"{label} (n={len(series)})")
+            if len(series) > 1:
+                ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+            out.setdefault(label, {})[f"{split}/{tag}"] = {
+                "steps": steps, "mean": mean.tolist(), "min": lo.tolist(), "max": hi.tolist(),
+                "runs": len(series)}
+        ax.set_title(f"{split} {tag} (mean over seeds, min-max band)", fontsize=8)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    if out:
+        fig.savefig(path)
+    plt.close(fig)
+    return out
 
 
 def _final_error(log_dir: str) -> str:

@@ -16,7 +16,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from absl import logging
 
-from lvat_tf import robustness
+from lvat_tf import analysis, robustness
 from lvat_tf.checkpointing import CheckpointError
 from lvat_tf.config import ConfigError, make_config
 from lvat_tf.data import DataError
@@ -451,6 +451,26 @@ def _write_summary(out_dir, recipe, base, grid, runs, configs, models, robust, r
     return table, summary
 
 
+def _seed_curves(out_dir: str, rows: List[dict], single: bool) -> None:
+    """learning_curves.png in the recipe directory: each variant's mean over its seeds.
+
+    Runs whose directory is not here (rows kept from a summary written on
+    another machine) are left out of the figure, and said so in the log.
+    """
+    groups = []
+    for row in rows:
+        dirs = [run_dir(out_dir, row["variant"], r["seed"], r["dataset_seed"], single)
+                for r in row["runs"]]
+        here = [d for d in dirs if os.path.isdir(os.path.join(d, "tb"))]
+        if len(here) < len(dirs):
+            logging.info("learning curves: %s has %d of its %d runs here", row["variant"],
+                         len(here), len(dirs))
+        if here:
+            groups.append((row["variant"], here))
+    if groups:
+        analysis.seed_curves(groups, os.path.join(out_dir, "learning_curves.png"))
+
+
 def run_recipe(recipe, output_dir: str, variants: Optional[Sequence[str]] = None,
                overrides: Optional[dict] = None, num_seeds: int = 1,
                dataset_seeds: Optional[Sequence[int]] = None, data_dir: Optional[str] = None,
@@ -476,7 +496,8 @@ def run_recipe(recipe, output_dir: str, variants: Optional[Sequence[str]] = None
 
     Returns:
       (Markdown table, summary dict); both are also written as
-      summary.md / summary.json in ``<output_dir>/<recipe.name>``.
+      summary.md / summary.json in ``<output_dir>/<recipe.name>``, with
+      learning_curves.png (each variant's mean over its seeds, min-max band).
 
     Raises:
       ExperimentError (or another of :func:`user_errors`): one line.
@@ -547,6 +568,7 @@ def run_recipe(recipe, output_dir: str, variants: Optional[Sequence[str]] = None
             generative_dir(kind)
     table, summary = _write_summary(out_dir, recipe, base, grid, runs, configs, models, {},
                                     references)
+    _seed_curves(out_dir, summary["rows"], single)
     if attacks:
         robust = {}
         for i, attack in enumerate(attacks):

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import run_script, tiny_config
-from lvat_tf.analysis import learning_curves, unique_labels
+from lvat_tf.analysis import learning_curves, seed_curves, unique_labels
 from lvat_tf.training import run
 
 
@@ -21,6 +21,39 @@ def test_unique_labels_tell_same_named_seed_directories_apart():
     runs = [dict(log_dir="a/x/vat/seed1-data1", method="vat"),
             dict(log_dir="b/x/vat/seed1-data1", method="vat")]
     assert unique_labels(runs) == ["a/x/vat/seed1-data1 (vat)", "b/x/vat/seed1-data1 (vat)"]
+
+
+def _write_scalars(log_dir, split, tag, points):
+    writer = tf.summary.create_file_writer(str(log_dir / "tb" / split))
+    with writer.as_default():
+        for step, value in points:
+            tf.summary.scalar(tag, value, step=step)
+    writer.close()
+
+
+def test_seed_curves_average_the_seeds_at_their_common_steps(tmp_path):
+    # Seed 2 stopped early and wrote step 20 twice (a resume): the last value counts,
+    # and the line is drawn only where every seed logged.
+    _write_scalars(tmp_path / "a1", "train", "xe_loss", [(10, 1.0), (20, 0.5), (30, 0.2)])
+    _write_scalars(tmp_path / "a2", "train", "xe_loss", [(10, 3.0), (20, 9.0), (20, 1.5)])
+    _write_scalars(tmp_path / "b1", "test", "test_accuracy", [(10, 0.4), (30, 0.6)])
+    _write_scalars(tmp_path / "b1", "train", "xe_loss", [(10, 2.0)])
+    png = tmp_path / "curves.png"
+    got = seed_curves([("a", [str(tmp_path / "a1"), str(tmp_path / "a2")]),
+                       ("b", [str(tmp_path / "b1")])], str(png))
+    a = got["a"]["train/xe_loss"]
+    assert a["steps"] == [10, 20] and a["runs"] == 2
+    np.testing.assert_allclose(a["mean"], [2.0, 1.0])
+    np.testing.assert_allclose(a["min"], [1.0, 0.5])
+    np.testing.assert_allclose(a["max"], [3.0, 1.5])
+    assert "test/accuracy" not in got["a"]  # a's runs logged no test accuracy
+    b = got["b"]["test/accuracy"]
+    assert b["steps"] == [10, 30] and b["runs"] == 1
+    np.testing.assert_allclose(b["mean"], [0.4, 0.6])
+    assert png.stat().st_size > 10_000
+    # Nothing to draw: no file, empty result.
+    assert seed_curves([("c", [str(tmp_path / "none")])], str(tmp_path / "x.png")) == {}
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_analyze_renders_the_figures_for_lvat_and_vat_runs(tmp_path):

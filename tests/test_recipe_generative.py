@@ -98,6 +98,7 @@ def test_recipe_trains_generative_models_once_and_shares_them(tmp_path):
     assert p["difference"] == pytest.approx(
         rows["lvat_glow"]["test_error"] - rows["vat"]["test_error"], abs=0.02)
     assert "Paired by seed" in table
+    assert (out / "learning_curves.png").stat().st_size > 10_000  # every variant, over seeds
     assert json.loads((out / "summary.json").read_text())["generative"].keys() == {"vae", "glow"}
 
     # Rerun: everything resumes finished, the generative models are not retrained.
