@@ -37,8 +37,18 @@ def _plt():
     return plt
 
 
-def run_perturbations(log_dir: str, num_examples: int = 500, seed: int = 0) -> dict:
+def run_perturbations(log_dir: str, num_examples: int = 500, seed: int = 0,
+                      bn_mode: str = "moving") -> dict:
     """Loads a finished run and computes x, x_adv, costs (and reconstructions for LVAT).
+
+    Args:
+      log_dir: a finished run.
+      num_examples: the first test images used (one batch).
+      seed: the random start directions.
+      bn_mode: the classifier's batch norm for every pass: ``moving`` (inference,
+        the figures' default) or ``batch`` (the statistics of the batch itself,
+        as in training's clean and perturbed passes, without updating them).
+        Dropout is off either way.
 
     Returns:
       dict with ``label``, ``method``, ``x`` (N, H, W, C) model input, ``x_adv``,
@@ -50,7 +60,7 @@ def run_perturbations(log_dir: str, num_examples: int = 500, seed: int = 0) -> d
     spec = methods.get_method(cfg.method)
 
     def forward(v):
-        return clf(v, bn_mode="moving")
+        return clf(v, bn_mode=bn_mode)
 
     clean = forward(x)
     rng = tf.random.Generator.from_seed(seed)

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import run_script, tiny_config
-from lvat_tf.analysis import learning_curves, seed_curves, unique_labels
+from lvat_tf.analysis import learning_curves, run_perturbations, seed_curves, unique_labels
 from lvat_tf.training import run
 
 
@@ -79,3 +79,10 @@ def test_analyze_renders_the_figures_for_lvat_and_vat_runs(tmp_path):
     assert learning_curves(runs, str(tmp_path / "curves.png")) == 2
     p = run_script("analyze.py", f"--log_dir={tmp_path / 'vat' / 'seed1-data1'}")
     assert p.returncode != 0 and "--output_dir" in p.stderr and "Traceback" not in p.stderr
+    # The same perturbation with the batch's own BN statistics (training's mode): still
+    # ||x - x_adv|| = epsilon per sample, a different cost than with the moving averages.
+    vat_dir = str(tmp_path / "vat" / "seed1-data1")
+    moving = run_perturbations(vat_dir, 16)
+    batch = run_perturbations(vat_dir, 16, bn_mode="batch")
+    np.testing.assert_allclose(batch["dist"], cfg.epsilon, rtol=1e-4)
+    assert (batch["cost"] >= 0).all() and not np.allclose(batch["cost"], moving["cost"])
