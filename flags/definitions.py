@@ -185,6 +185,8 @@ def define_flags(script: str = "train") -> None:
                         "TensorBoard, results.json. [vat_tf]")
     d.DEFINE_integer("seed", U["seed"], "Seed of initialisation, batches, dropout and VAT "
                      "directions (upstream's had no effect on TF ops). [vat_tf]")
+    d.DEFINE_integer("init_seed", None, "Seed of the classifier's initial weights only "
+                     "(default: --seed); batches, dropout and directions follow --seed. [ours]")
     d.DEFINE_string("device", U["device"], "Accepted for command-line compatibility; placement "
                     "is automatic. [vat_tf]")
     d.DEFINE_string("init_from", None, "Warm start: a run directory (its latest checkpoint) or a "

@@ -132,6 +132,10 @@ class Config:
     # run
     log_dir: str = ""
     seed: int = 1
+    # ours: the classifier's initial weights from this seed instead of `seed`
+    # (batches, dropout and directions keep following `seed`): separates what
+    # the initialisation decides from what the trajectory does.
+    init_seed: int | None = None
     num_eval_examples: int = 5000
     # test.py
     finetune_batch_size: int = 100
@@ -343,6 +347,9 @@ def validate(cfg: Config) -> None:
     if not 0.0 < cfg.learning_rate_decay <= 1.0:
         raise ConfigError("learning_rate_decay", f"expected a factor in (0, 1] (1 = off), got "
                           f"{cfg.learning_rate_decay}")
+    if cfg.init_seed is not None and not 0 <= cfg.init_seed < 2 ** 32:
+        raise ConfigError("init_seed", f"expected a seed in [0, 2^32) or none (= --seed), got "
+                          f"{cfg.init_seed}")
     if cfg.consistency_rampup < 0:
         raise ConfigError("consistency_rampup", f"expected 0 (off) or a number of updates, got "
                           f"{cfg.consistency_rampup}")

@@ -110,6 +110,21 @@ def build_classifier(cfg, data_spec, image_shape):
     return clf
 
 
+def initial_classifier(cfg, data_spec, image_shape):
+    """The classifier at the start of training (:func:`build_classifier`).
+
+    With ``cfg.init_seed`` the global seeds are reset to it just before the
+    weights are drawn, so runs that differ only in ``seed`` start from the same
+    weights. Without it the weights come from the generators as
+    ``train_and_evaluate`` seeded them with ``cfg.seed`` (for a run without a
+    generative model the same weights as ``init_seed = seed``; a generative
+    model built first draws from them too).
+    """
+    if cfg.init_seed is not None:
+        keras.utils.set_random_seed(cfg.init_seed)
+    return build_classifier(cfg, data_spec, image_shape)
+
+
 def _by_path(variables, what):
     """{variable path: variable}; paths must be unique (they key the checkpoint)."""
     out = {}
@@ -438,7 +453,7 @@ def train_and_evaluate(cfg, verbose="auto"):
 
 def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
     with strategy.scope():
-        clf = build_classifier(cfg, data.spec, data.image_shape)
+        clf = initial_classifier(cfg, data.spec, data.image_shape)
         feats, _ = clf(tf.zeros((2,) + tuple(data.image_shape)), bn_mode="moving",
                        return_features=True)
         regs = methods.build_regularizers(cfg, generative, feature_dim=int(feats.shape[-1]),
