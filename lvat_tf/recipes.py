@@ -223,6 +223,12 @@ register(Recipe(
         # (session 13, seeds 3 and 4): 11.21 % and 6.11 % against 3.23 % and 5.02 % -
         # worse: seed 3 gave 98 % of the 4s to class 9 by update 4,000 and kept it.
         ("vatent_exact", dict(method="vatent", power_iteration="exact")),
+        # Start or trajectory? vat_exact with the initial weights of another seed
+        # (--init_seed) and its own batches, dropout and directions: the bad seeds 3 and
+        # 4 from seed 1's start (vat_exact_init1, --seed=3 --seeds=2), the good seeds 1
+        # and 2 from seed 3's (vat_exact_init3, --seed=1 --seeds=2).
+        ("vat_exact_init1", dict(method="vat", power_iteration="exact", init_seed=1)),
+        ("vat_exact_init3", dict(method="vat", power_iteration="exact", init_seed=3)),
     ),
     paired_with=("baseline", "vat_exact"),
 ))
