@@ -119,6 +119,10 @@ def define_flags(script: str = "train") -> None:
                   "reference and perturbed inputs normalised together as one batch [x; x_adv]; "
                   "moving = the BN moving averages (measured to collapse; kept to reproduce "
                   "that). [ours]")
+    d.DEFINE_enum("vat_bn", "batch", ["batch", "joint", "moving"], "VAT / vatent: batch-norm "
+                  "statistics of the term's classifier passes. batch = as upstream (x + r "
+                  "normalised with the perturbed batch's own statistics); joint = x and x + r "
+                  "normalised together as one batch; moving = the BN moving averages. [ours]")
     d.DEFINE_bool("entmin", False, "Add entropy minimisation on the clean unlabeled pass to the "
                   "method's terms (any method with an unlabeled batch; vat_tf's vatent is "
                   "--method=vat --entmin). [ours]")

@@ -23,7 +23,7 @@ from lvat_tf.distribute import STRATEGIES
 from lvat_tf.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
 from lvat_tf.models import registry as model_registry
 from lvat_tf.regularizers import methods
-from lvat_tf.regularizers.lvat import BN_MODES as LVAT_BN_MODES
+from lvat_tf.regularizers.base import PERTURBED_BN_MODES
 from lvat_tf.regularizers.lvat import REFERENCES as LVAT_REFERENCES
 from lvat_tf.regularizers.mat import COVARIANCES, SMOOTHNESS
 
@@ -95,6 +95,8 @@ class Config:
     glow_train_steps: int | None = None
     lvat_reference: str = "input"
     lvat_bn: str = "batch"
+    # ours: the same for VAT's passes (batch = upstream; PERTURBED_BN_MODES).
+    vat_bn: str = "batch"
     # ours: entropy minimisation added to any method with an unlabeled term
     # (vat_tf's vatent is vat + this).
     entmin: bool = False
@@ -328,8 +330,12 @@ def validate(cfg: Config) -> None:
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(name, f"expected a moving-average decay in [0, 1), got "
                               f"{getattr(cfg, name)}")
-    if cfg.lvat_bn not in LVAT_BN_MODES:
-        raise ConfigError("lvat_bn", f"expected {'|'.join(LVAT_BN_MODES)}, got {cfg.lvat_bn!r}")
+    if cfg.lvat_bn not in PERTURBED_BN_MODES:
+        raise ConfigError("lvat_bn", f"expected {'|'.join(PERTURBED_BN_MODES)}, "
+                          f"got {cfg.lvat_bn!r}")
+    if cfg.vat_bn not in PERTURBED_BN_MODES:
+        raise ConfigError("vat_bn", f"expected {'|'.join(PERTURBED_BN_MODES)}, "
+                          f"got {cfg.vat_bn!r}")
     if cfg.lvat_reference not in LVAT_REFERENCES:
         raise ConfigError("lvat_reference", f"expected {'|'.join(LVAT_REFERENCES)}, got "
                           f"{cfg.lvat_reference!r}")

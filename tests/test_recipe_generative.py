@@ -26,25 +26,28 @@ TINY_GENERATIVE = {
 def _tiny_cifar_recipe():
     """cifar10_4k with its methods and epsilons, on the synthetic dataset.
 
-    One variant per method: lvat_glow_e15 differs from lvat_glow only in epsilon.
+    One variant per method: lvat_glow_e15 differs from lvat_glow only in epsilon,
+    vat_bnjoint from vat only in --vat_bn (tested in test_vat_bn.py).
     """
     r = RECIPES["cifar10_4k"]
     base = dict(r.base, dataset="synthetic", model="tiny_cnn", num_labeled_examples=20,
                 batch_size=8, ul_batch_size=8, num_epochs=3, epoch_decay_start=2,
                 num_iter_per_epoch=2, eval_freq=3, num_eval_examples=40, finetune_iter=2,
                 eval_batch_size=50)
-    variants = tuple(v for v in r.variants if v[0] != "lvat_glow_e15")
+    variants = tuple(v for v in r.variants if v[0] not in ("lvat_glow_e15", "vat_bnjoint"))
     return dataclasses.replace(r, base=base, variants=variants, generative=TINY_GENERATIVE)
 
 
 def test_cifar10_4k_recipe_is_the_issue_settings():
     r = RECIPES["cifar10_4k"]
     variants = dict(r.variants)
-    assert list(variants) == ["baseline", "vat", "lvat_vae", "lvat_glow", "lvat_glow_e15"]
+    assert list(variants) == ["baseline", "vat", "lvat_vae", "lvat_glow", "lvat_glow_e15",
+                              "vat_bnjoint"]
     cfgs = {n: make_config(**dict(r.base, **o, log_dir="x")) for n, o in r.variants}
     assert {n: c.epsilon for n, c in cfgs.items()} == {
         "baseline": cfgs["baseline"].epsilon, "vat": 10.0, "lvat_vae": 1.0, "lvat_glow": 1.0,
-        "lvat_glow_e15": 1.5}
+        "lvat_glow_e15": 1.5, "vat_bnjoint": 10.0}
+    assert cfgs["vat_bnjoint"].vat_bn == "joint" and cfgs["vat"].vat_bn == "batch"
     assert all(not c.zca and c.num_labeled_examples == 4000 and c.dataset == "cifar10"
                for c in cfgs.values())
     # One budget and one classifier for every variant; the decay is the last third.

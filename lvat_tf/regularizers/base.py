@@ -25,6 +25,8 @@ from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
+from lvat_tf.losses import kl_divergence_with_logits
+
 
 class Regularizer:
     """Base class of every regulariser; subclasses override what they use.
@@ -88,6 +90,44 @@ class Regularizer:
                  clean_features=None):
         return self.unlabeled_loss(forward, x, clean_logits, seed, no_record=no_record,
                                    clean_features=clean_features)
+
+
+#: How a consistency term's own classifier passes are batch-normalised
+#: (``--vat_bn``, ``--lvat_bn``; ours except ``batch``; docs/methods.md).
+#: ``batch`` = upstream: each pass with its own batch's statistics (the
+#: perturbed pass with those of a batch made only of perturbed inputs).
+#: ``joint``: the reference input and the perturbed input as the two halves of
+#: one batch, [x; x_adv], so both are normalised with the same statistics.
+#: ``moving``: the term's passes with the BN moving averages (never updated).
+PERTURBED_BN_MODES = ("batch", "joint", "moving")
+
+
+def joint_forward(forward, reference):
+    """``v -> forward([reference; v])[B:]``: v's logits (B, K), normalised beside the reference.
+
+    Args:
+      forward: the classifier on (2B, ...) inputs (``Regularizer.unlabeled_loss``'s).
+      reference: (B, ...) inputs whose batch v joins.
+    """
+    b = tf.shape(reference)[0]
+    return lambda v: forward(tf.concat([reference, v], 0))[b:]
+
+
+def joint_reference_logits(forward, reference, other):
+    """The reference's logits (B, K) from one pass over [reference; other], gradient-stopped."""
+    b = tf.shape(reference)[0]
+    return tf.stop_gradient(forward(tf.concat([reference, other], 0))[:b])
+
+
+def joint_consistency(forward, reference, x_adv):
+    """KL(p(y|reference) || p(y|x_adv)) from one pass over [reference; x_adv] (both (B, ...)).
+
+    The reference half is the (gradient-stopped) target; the gradient flows
+    through the perturbed half and through the shared batch statistics.
+    """
+    b = tf.shape(reference)[0]
+    logits = forward(tf.concat([reference, x_adv], 0))
+    return kl_divergence_with_logits(tf.stop_gradient(logits[:b]), logits[b:])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,8 @@ import functools
 import tensorflow as tf
 
 from lvat_tf.losses import kl_divergence_with_logits
-from lvat_tf.regularizers.base import Regularizer
+from lvat_tf.regularizers.base import (PERTURBED_BN_MODES, Regularizer, joint_consistency,
+                                       joint_forward, joint_reference_logits)
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
 from lvat_tf.distribute import replica_random
 
@@ -35,17 +36,13 @@ from lvat_tf.distribute import replica_random
 #: exactly zero at r = 0 (ours; docs/methods.md "LVAT", docs/results.md "Training dynamics").
 REFERENCES = ("input", "reconstruction")
 
-#: ``--lvat_bn``: how the term's classifier passes are normalised (ours except
-#: ``batch``; docs/methods.md "LVAT"). ``batch`` = upstream: each pass with its
-#: own batch's statistics (the clean pass with the real batch's, the perturbed
-#: pass with those of a batch made only of decoded images). ``joint``: the
-#: reference input and the perturbed input in one batch, [x; x_adv], so both are
-#: normalised with the same statistics (and the gradient still flows through
-#: them, as in every training pass). ``moving``: the term's passes with the BN
-#: moving averages; measured to collapse (the weights can make the
-#: moving-statistics function constant while the batch-statistics one, which the
-#: labels train, still fits them), kept to reproduce that measurement.
-BN_MODES = ("batch", "joint", "moving")
+#: ``--lvat_bn``: how the term's classifier passes are normalised
+#: (:data:`~lvat_tf.regularizers.base.PERTURBED_BN_MODES`). With ``batch``
+#: (upstream) the perturbed pass is normalised with the statistics of a batch
+#: made only of decoded images. ``moving`` was measured to collapse (the weights
+#: can make the moving-statistics function constant while the batch-statistics
+#: one, which the labels train, still fits them); kept to reproduce that.
+BN_MODES = PERTURBED_BN_MODES
 
 
 def lvat_vae_perturbation(forward, vae, x, clean_logits, d_init, epsilon, xi=1e-6,
@@ -120,19 +117,14 @@ class _LatentVAT(Regularizer, abc.ABC):
 
     def _joint_loss(self, forward, x, seed, no_record):
         """``bn="joint"``: reference and perturbed inputs normalised together in one batch."""
-        b = tf.shape(x)[0]
         with no_record():
             x_rec = tf.stop_gradient(self.reconstruction(x, seed))
             ref_in = x if self.reference == "input" else x_rec
-
-            def perturbed(v):
-                return forward(tf.concat([ref_in, v], 0))[b:]
-
             # The direction's reference: the reference input's logits beside r = 0's input.
-            start = tf.stop_gradient(forward(tf.concat([ref_in, x_rec], 0))[:b])
-            x_adv = tf.stop_gradient(self.adversarial_input(perturbed, x, start, seed))
-        logits = forward(tf.concat([ref_in, x_adv], 0))
-        loss = kl_divergence_with_logits(tf.stop_gradient(logits[:b]), logits[b:])
+            start = joint_reference_logits(forward, ref_in, x_rec)
+            x_adv = tf.stop_gradient(self.adversarial_input(joint_forward(forward, ref_in), x,
+                                                            start, seed))
+        loss = joint_consistency(forward, ref_in, x_adv)
         return loss, {self.name: loss}
 
 

@@ -129,7 +129,7 @@ def _search(cfg) -> dict:
 
 
 def _vat(cfg):
-    return VAT(**_search(cfg))
+    return VAT(bn=cfg.vat_bn, **_search(cfg))
 
 
 register(MethodSpec("baseline", lambda cfg, ctx: [], "cross-entropy on the labeled batch only",
