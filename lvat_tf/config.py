@@ -330,12 +330,10 @@ def validate(cfg: Config) -> None:
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(name, f"expected a moving-average decay in [0, 1), got "
                               f"{getattr(cfg, name)}")
-    if cfg.lvat_bn not in PERTURBED_BN_MODES:
-        raise ConfigError("lvat_bn", f"expected {'|'.join(PERTURBED_BN_MODES)}, "
-                          f"got {cfg.lvat_bn!r}")
-    if cfg.vat_bn not in PERTURBED_BN_MODES:
-        raise ConfigError("vat_bn", f"expected {'|'.join(PERTURBED_BN_MODES)}, "
-                          f"got {cfg.vat_bn!r}")
+    for name in ("lvat_bn", "vat_bn"):
+        if getattr(cfg, name) not in PERTURBED_BN_MODES:
+            raise ConfigError(name, f"expected {'|'.join(PERTURBED_BN_MODES)}, got "
+                              f"{getattr(cfg, name)!r}")
     if cfg.lvat_reference not in LVAT_REFERENCES:
         raise ConfigError("lvat_reference", f"expected {'|'.join(LVAT_REFERENCES)}, got "
                           f"{cfg.lvat_reference!r}")
