@@ -116,13 +116,14 @@ class ScalarLogger(keras.callbacks.Callback):
         self._t0 = time.time()
 
     @property
-    def fit_seconds(self) -> float:
-        """Training (fit) seconds of every epoch recorded, this session's and earlier ones'."""
-        # A history written before fit_seconds was recorded (a run finished by an
-        # older version, resumed only to be re-evaluated) has no such key: its fit
-        # time is unknown, not an error.
-        return self.history[-1].get("fit_seconds", self._earlier) if self.history else \
-            self._earlier
+    def earlier_seconds(self) -> float:
+        """Fit seconds of the epochs this session started from (0 for a fresh run).
+
+        A history written before fit_seconds was recorded (a run finished by an
+        older version, resumed only to be re-evaluated) has no such key: 0, not
+        an error.
+        """
+        return self._earlier
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())

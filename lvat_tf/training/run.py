@@ -550,9 +550,12 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         "num_labeled_examples": cfg.num_labeled_examples,
         "num_iterations": int(opt.iterations.numpy()), "seed": cfg.seed,
         "epsilon": cfg.epsilon, "train_seconds_this_session": round(fit_seconds, 1),
-        # Over every session: train_history.json carries the fit time across a
-        # resume; a run finished before that record existed keeps its results.json's.
-        "train_seconds_total": round(max(logger.fit_seconds, prev_seconds + fit_seconds), 1),
+        # Over every session: the fit time of the epochs resumed from (train_history.json)
+        # plus this session's whole fit (its per-epoch records leave out what follows an
+        # epoch's record: checkpointing, the end of fit); a finished run re-evaluated, or
+        # one whose history predates the record, keeps its results.json's.
+        "train_seconds_total": round(max(logger.earlier_seconds, prev_seconds) + fit_seconds,
+                                     1),
         "wall_seconds_this_session": round(time.time() - t_start, 1),
         "periodic_eval": evaluator.history, "collapse": monitor.record.to_dict(),
         "train_history": logger.history,
