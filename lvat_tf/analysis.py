@@ -195,6 +195,11 @@ def unique_labels(runs: Sequence[dict]) -> List[str]:
     return labels
 
 
+def _points(scalars: dict, split: str, tag: str) -> list:
+    """[(step, value), ...] of one tag, written as ``tag`` or ``<split>_<tag>``, in file order."""
+    return scalars.get(split, {}).get(tag) or scalars.get(split, {}).get(f"{split}_{tag}") or []
+
+
 def learning_curves(named_dirs: Sequence[Tuple[str, str]], path: str) -> int:
     """Plots train loss, train xe_loss and test accuracy, one line per run.
 
@@ -212,7 +217,7 @@ def learning_curves(named_dirs: Sequence[Tuple[str, str]], path: str) -> int:
     drew = set()
     for ax, (split, tag) in zip(axes, panels):
         for name, sc in data:
-            pts = sc.get(split, {}).get(tag) or sc.get(split, {}).get(f"{split}_{tag}")
+            pts = _points(sc, split, tag)
             if pts:
                 steps, vals = zip(*sorted(pts))
                 ax.plot(steps, vals, marker="o", markersize=3, label=name)
@@ -227,9 +232,8 @@ def learning_curves(named_dirs: Sequence[Tuple[str, str]], path: str) -> int:
 
 
 def _series(scalars: dict, split: str, tag: str) -> Dict[int, float]:
-    """{step: value} of one tag (``accuracy`` or ``test_accuracy``); later writes win."""
-    pts = scalars.get(split, {}).get(tag) or scalars.get(split, {}).get(f"{split}_{tag}") or []
-    return dict(pts)  # file order: a step a resumed run wrote again keeps its last value
+    """{step: value} of one tag; a step a resumed run wrote again keeps its last value."""
+    return dict(_points(scalars, split, tag))
 
 
 def seed_curves(groups: Sequence[Tuple[str, Sequence[str]]], path: str,

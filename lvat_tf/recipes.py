@@ -134,7 +134,7 @@ register(Recipe(
         ("lvat_vae_rec", dict(method="lvat_vae", epsilon=1.0, lvat_reference="reconstruction")),
         # LVAT-VAE at epsilon 1 with the term's passes normalised otherwise (--lvat_bn):
         # is the decoded batch's own normalisation what hurts? moving: the BN moving
-        # averages (collapsed: see lvat_tf/regularizers/lvat.py BN_MODES); joint: x and
+        # averages (collapsed: see lvat_tf/regularizers/lvat.py, --lvat_bn); joint: x and
         # x_adv normalised together as one batch.
         ("lvat_vae_bnmov", dict(method="lvat_vae", epsilon=1.0, lvat_bn="moving")),
         ("lvat_vae_bnjoint", dict(method="lvat_vae", epsilon=1.0, lvat_bn="joint")),

@@ -25,8 +25,8 @@ import functools
 import tensorflow as tf
 
 from lvat_tf.losses import kl_divergence_with_logits
-from lvat_tf.regularizers.base import (PERTURBED_BN_MODES, Regularizer, joint_consistency,
-                                       joint_forward, joint_reference_logits)
+from lvat_tf.regularizers.base import (Regularizer, joint_consistency, joint_forward,
+                                       joint_reference_logits)
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
 from lvat_tf.distribute import replica_random
 
@@ -36,13 +36,11 @@ from lvat_tf.distribute import replica_random
 #: exactly zero at r = 0 (ours; docs/methods.md "LVAT", docs/results.md "Training dynamics").
 REFERENCES = ("input", "reconstruction")
 
-#: ``--lvat_bn``: how the term's classifier passes are normalised
-#: (:data:`~lvat_tf.regularizers.base.PERTURBED_BN_MODES`). With ``batch``
-#: (upstream) the perturbed pass is normalised with the statistics of a batch
-#: made only of decoded images. ``moving`` was measured to collapse (the weights
-#: can make the moving-statistics function constant while the batch-statistics
-#: one, which the labels train, still fits them); kept to reproduce that.
-BN_MODES = PERTURBED_BN_MODES
+# ``--lvat_bn`` (base.PERTURBED_BN_MODES): with ``batch`` (upstream) the perturbed
+# pass is normalised with the statistics of a batch made only of decoded images.
+# ``moving`` was measured to collapse (the weights can make the moving-statistics
+# function constant while the batch-statistics one, which the labels train, still
+# fits them); kept to reproduce that.
 
 
 def lvat_vae_perturbation(forward, vae, x, clean_logits, d_init, epsilon, xi=1e-6,
@@ -68,7 +66,7 @@ class _LatentVAT(Regularizer, abc.ABC):
       reference: ``input`` (upstream: KL(p(y|x) || p(y|x_adv)), non-zero at
         r = 0 by the reconstruction gap) or ``reconstruction``
         (KL(p(y|Dec(Enc(x))) || p(y|x_adv)), zero at r = 0).
-      bn: ``batch`` (upstream), ``joint`` or ``moving`` (:data:`BN_MODES`): the
+      bn: ``batch`` (upstream), ``joint`` or ``moving`` (base.PERTURBED_BN_MODES): the
         BN statistics of the term's reference, direction-search and perturbed
         passes; with ``joint`` and ``moving`` the step's shared clean pass is
         not the reference: the reference is recomputed beside each perturbed
