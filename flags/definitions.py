@@ -119,6 +119,11 @@ def define_flags(script: str = "train") -> None:
                   "reference and perturbed inputs normalised together as one batch [x; x_adv]; "
                   "moving = the BN moving averages (measured to collapse; kept to reproduce "
                   "that). [ours]")
+    d.DEFINE_enum("generative_dtype", "float32", ["float32", "bfloat16"], "LVAT: the dtype "
+                  "of the generative model's decodes (the direction search, x_adv; the encoder "
+                  "stays float32). bfloat16 needs --mixed_precision and a VAE: measured to keep "
+                  "the direction and the term, not faster on a CPU without AMX; refused for "
+                  "Glow, whose inverse in bfloat16 changes the direction. [ours]")
     d.DEFINE_enum("vat_bn", "batch", ["batch", "joint", "moving"], "VAT / vatent: batch-norm "
                   "statistics of the term's classifier passes. batch = as upstream (x + r "
                   "normalised with the perturbed batch's own statistics); joint = x and x + r "

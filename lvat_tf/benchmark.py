@@ -17,9 +17,8 @@ from lvat_tf.training.model import SSLModel
 from lvat_tf.training.optimizer import UpstreamAdam
 from lvat_tf.generative import model_dir as model_dir_lib
 from lvat_tf.config import glow_defaults
-from lvat_tf.training.run import mixed_precision_policy
+from lvat_tf.precision import MIXED_POLICY, dtype_policy, mixed_precision_policy
 from lvat_tf.regularizers.power_iteration import power_iteration
-from lvat_tf.training.run import dtype_policy
 
 
 def matmul_peak_gflops(n=2048, repeats=10, dtype=tf.float32):
@@ -148,7 +147,9 @@ def _benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, st
     clf = model_registry.build_from_config(cfg, spec.num_classes)
     feats, _ = clf(tf.zeros((2,) + shape), bn_mode="moving", return_features=True)
     regs = methods.build_regularizers(cfg, gen, feature_dim=int(feats.shape[-1]),
-                                      num_classes=spec.num_classes)
+                                      num_classes=spec.num_classes,
+                                      generative_decoder=model_dir_lib.decoder_for(
+                                          gen, shape, cfg.generative_dtype))
     model = SSLModel(clf, regs, seed=0)
     model.compile(optimizer=UpstreamAdam(cfg.learning_rate, name="upstream_adam"), jit_compile=cfg.jit_compile)
     model.optimizer.build(clf.trainable_variables)
@@ -171,7 +172,7 @@ def _benchmark_method(method, model_name, dataset, batch_size, ul_batch_size, st
     return {"method": method, "model": model_name, "dataset": dataset,
             "batch_size": batch_size, "ul_batch_size": ul_batch_size,
             "power_iteration": cfg.power_iteration, "jit_compile": cfg.jit_compile,
-            "mixed_precision": cfg.mixed_precision,
+            "mixed_precision": cfg.mixed_precision, "generative_dtype": cfg.generative_dtype,
             "ms_per_step": round(ms, 2),
             "images_per_s": round((batch_size + (ul_batch_size if cfg.method != "baseline"
                                                  else 0)) / (ms / 1000), 1),
@@ -231,7 +232,7 @@ def direction_cosines(model_name, dataset, batch_size=32, xi=1e-6, seed=0, data=
     for v64, v in zip(clf64.variables, ref.variables):
         v64.assign(tf.cast(v, v64.dtype))
     want = direction(clf64, tf.float64, "exact")
-    bf = build("mixed_bfloat16")
+    bf = build(MIXED_POLICY)
     for vb, v in zip(bf.variables, ref.variables):
         vb.assign(v)
     got = {"bfloat16_exact": direction(bf, tf.float32, "exact"),

@@ -21,6 +21,7 @@ from lvat_tf import files
 from lvat_tf.data import registry as data_registry
 from lvat_tf.distribute import STRATEGIES
 from lvat_tf.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
+from lvat_tf.generative.model_dir import BFLOAT16_DECODERS
 from lvat_tf.models import registry as model_registry
 from lvat_tf.regularizers import methods
 from lvat_tf.regularizers.base import PERTURBED_BN_MODES
@@ -41,6 +42,9 @@ BUDGET_FIELDS = ("num_epochs", "epoch_decay_start", "num_iter_per_epoch")
 EVAL_BATCH_SIZE_DEFAULTS = {"train": 100, "test": 500}
 
 POWER_ITERATION_MODES = ("finite_difference", "exact")
+
+#: --generative_dtype: the dtype LVAT's decodes compute in (the encoder stays float32).
+GENERATIVE_DTYPES = ("float32", "bfloat16")
 
 
 def glow_defaults(dataset: str) -> dict:
@@ -95,6 +99,10 @@ class Config:
     glow_train_steps: int | None = None
     lvat_reference: str = "input"
     lvat_bn: str = "batch"
+    # ours: the dtype of LVAT's decodes (GENERATIVE_DTYPES). float32 by default, also
+    # under mixed_precision: a bfloat16 VAE decoder keeps the direction but did not
+    # make the step faster where measured (docs/results.md 'LVAT's decoder in bfloat16').
+    generative_dtype: str = "float32"
     # ours: the same for VAT's passes (batch = upstream; PERTURBED_BN_MODES).
     vat_bn: str = "batch"
     # ours: entropy minimisation added to any method with an unlabeled term
@@ -334,6 +342,20 @@ def validate(cfg: Config) -> None:
         if getattr(cfg, name) not in PERTURBED_BN_MODES:
             raise ConfigError(name, f"expected {'|'.join(PERTURBED_BN_MODES)}, got "
                               f"{getattr(cfg, name)!r}")
+    if cfg.generative_dtype not in GENERATIVE_DTYPES:
+        raise ConfigError("generative_dtype", f"expected {'|'.join(GENERATIVE_DTYPES)}, got "
+                          f"{cfg.generative_dtype!r}")
+    if cfg.generative_dtype == "bfloat16":
+        kind = methods.get_method(cfg.method).generative
+        if kind not in BFLOAT16_DECODERS:
+            raise ConfigError("generative_dtype", f"bfloat16 decodes are for "
+                              f"{'|'.join(BFLOAT16_DECODERS)} models; --method={cfg.method} "
+                              + ("decodes with a Glow, whose inverse in bfloat16 changes "
+                                 "LVAT's direction (docs/results.md)" if kind else
+                                 "has no generative model") + ": expected float32")
+        if not cfg.mixed_precision:
+            raise ConfigError("generative_dtype", "bfloat16 decodes feed a bfloat16 "
+                              "classifier: expected float32 without --mixed_precision")
     if cfg.lvat_reference not in LVAT_REFERENCES:
         raise ConfigError("lvat_reference", f"expected {'|'.join(LVAT_REFERENCES)}, got "
                           f"{cfg.lvat_reference!r}")

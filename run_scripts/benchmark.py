@@ -43,6 +43,9 @@ flags.DEFINE_integer("glow_steps", 22, "LVAT-Glow: K steps per level (upstream 2
 flags.DEFINE_integer("glow_width", 128, "LVAT-Glow: coupling width (upstream 128).")
 flags.DEFINE_bool("mixed_precision", False, "Time bfloat16 (mixed) train steps; VAT-type "
                   "methods then use the exact power iteration.")
+flags.DEFINE_enum("generative_dtype", None, ["float32", "bfloat16"], "LVAT: the dtype of the "
+                  "decodes (train.py's flag, default float32; bfloat16 needs --mixed_precision "
+                  "and LVAT-VAE).")
 flags.DEFINE_integer("direction_cosine", 0, "Also measure, on this many images, the cosine of "
                      "the VAT direction in bfloat16 / float32 (exact and finite-difference) to "
                      "the float64 exact one (0 = skip).")
@@ -82,6 +85,8 @@ def main(argv):
         if method not in method_registry.names():
             _common.fail(f"--methods: unknown method {m!r}; expected some of "
                          + ",".join(method_registry.names() + ["vat_exact"]))
+        if FLAGS.generative_dtype and method_registry.get_method(method).generative:
+            extra["generative_dtype"] = FLAGS.generative_dtype
         try:
             row = benchmark.benchmark_method(method, FLAGS.model, FLAGS.dataset,
                                              FLAGS.batch_size, FLAGS.ul_batch_size,
@@ -108,6 +113,8 @@ def main(argv):
     for r in rows:
         gen = ",".join(f"{k}={v}" for k, v in (r["generative"] or {}).items()) or "-"
         prec = "bfloat16" if r["mixed_precision"] else "float32"
+        if r["generative"] and r["generative_dtype"] != prec:
+            prec += f" (decodes {r['generative_dtype']})"
         print(f"| {r['method']} | {r['model']} | {gen} | {prec} | "
               f"{r['batch_size']}+{r['ul_batch_size']} | {r['ms_per_step']} | "
               f"{r['images_per_s']} | {r['ratio_to_baseline']} | {r['ratio_to_vat']} | "

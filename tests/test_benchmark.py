@@ -44,6 +44,22 @@ def test_mixed_precision_rows_and_direction_cosines(tmp_path):
     assert "VAT direction vs float64 exact" in p.stdout
 
 
+def test_lvat_vae_step_with_bfloat16_decodes(tmp_path):
+    out = tmp_path / "bench.json"
+    p = run_script("benchmark.py", "--model=tiny_cnn", "--dataset=synthetic", "--batch_size=8",
+                   "--ul_batch_size=16", "--steps=1", "--warmup=1", "--methods=lvat_vae,vat",
+                   "--vae_widths=8,16,32", "--mixed_precision", "--generative_dtype=bfloat16",
+                   f"--output={out}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = json.load(open(out))
+    # The flag reaches the LVAT row only; VAT has no decoder.
+    assert [r["generative_dtype"] for r in rows] == ["bfloat16", "float32"]
+    assert rows[0]["ms_per_step"] > 0 and "| lvat_vae |" in p.stdout
+    p = run_script("benchmark.py", "--model=tiny_cnn", "--dataset=synthetic", "--steps=1",
+                   "--warmup=1", "--methods=lvat_vae", "--generative_dtype=bfloat16")
+    assert p.returncode != 0 and "--generative_dtype" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_direction_cosines_bfloat16_recovers_the_float64_direction():
     from lvat_tf.benchmark import direction_cosines
     cos = direction_cosines("tiny_cnn", "synthetic", batch_size=16)

@@ -10,10 +10,10 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 #: The layers, bottom to top (the one place the order is written). A module may
 #: import from its own layer and the ones below it. The most specific prefix wins.
 LAYERS = (
-    # ground floor: replica helpers, errors, atomic files, machine facts, checkpoint files,
-    # the fit callbacks every trainer shares
+    # ground floor: replica helpers, errors, atomic files, machine facts, dtype policies,
+    # checkpoint files, the fit callbacks every trainer shares
     ("lvat_tf.distribute", "lvat_tf.errors", "lvat_tf.files", "lvat_tf.hardware",
-     "lvat_tf.checkpointing", "lvat_tf.fitting"),
+     "lvat_tf.precision", "lvat_tf.checkpointing", "lvat_tf.fitting"),
     ("lvat_tf.losses",),
     ("lvat_tf.data",),
     ("lvat_tf.models",),

@@ -399,7 +399,7 @@ def test_mixed_precision_run_trains_in_bfloat16_and_restores_the_policy(tmp_path
               if k.startswith("classifier/")}
     assert dtypes == {np.dtype("float32")}  # float32 master weights
     # The classifier of the run computes in bfloat16 when rebuilt under the policy.
-    from lvat_tf.training.run import mixed_precision_policy
+    from lvat_tf.precision import mixed_precision_policy
     from lvat_tf.models import registry as model_registry
     with mixed_precision_policy(True):
         clf = model_registry.build_from_config(cfg, 10)

@@ -3,7 +3,7 @@ import os, statistics, sys, time
 import numpy as np, tensorflow as tf, keras
 from lvat_tf.config import make_config
 from lvat_tf.models import registry as model_registry, layers as L, classifiers as C
-from lvat_tf.training.run import dtype_policy
+from lvat_tf.precision import dtype_policy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bn_variants  # noqa: E402

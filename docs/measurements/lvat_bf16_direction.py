@@ -4,7 +4,7 @@ random init (same weights in float32 and bfloat16), 32 test images."""
 import sys, numpy as np, tensorflow as tf, keras
 from lvat_tf.config import make_config
 from lvat_tf.models import registry as R
-from lvat_tf.training.run import dtype_policy
+from lvat_tf.precision import dtype_policy
 from lvat_tf.generative.model_dir import load
 from lvat_tf.generative.train_vae import training_images
 from lvat_tf.regularizers.power_iteration import power_iteration

@@ -6,7 +6,7 @@ import statistics, sys, time, json
 import numpy as np, tensorflow as tf, keras
 from lvat_tf.config import make_config
 from lvat_tf.models import registry as model_registry
-from lvat_tf.training.run import dtype_policy
+from lvat_tf.precision import dtype_policy
 from lvat_tf.regularizers.power_iteration import power_iteration, _gauss_newton_hvp
 from lvat_tf.losses import kl_divergence_with_logits
 

@@ -152,8 +152,11 @@ class ActNorm(keras.layers.Layer):
                                          name="log_scale")
 
     def bijector(self) -> tfb.Bijector:
-        return tfb.Chain([tfb.Scale(log_scale=tf.convert_to_tensor(self.log_scale)),
-                          tfb.Shift(tf.convert_to_tensor(self.bias))], name="actnorm")
+        # In the layer's compute dtype: bfloat16 in a decoder copy built under the
+        # mixed policy (model_dir.compute_copy), float32 otherwise (a no-op cast).
+        dtype = self.compute_dtype
+        return tfb.Chain([tfb.Scale(log_scale=tf.cast(self.log_scale, dtype)),
+                          tfb.Shift(tf.cast(self.bias, dtype))], name="actnorm")
 
     def initialize(self, x):
         """Data-dependent init: outputs on ``x`` get zero mean and unit variance per channel."""
@@ -192,7 +195,7 @@ class InvConv1x1(keras.layers.Layer):
         self.log_s = weight("log_S", log_s)
 
     def kernels(self) -> Tuple[tf.Tensor, tf.Tensor]:
-        """(W, W^-1), each (C, C) float32, assembled in float64 as upstream."""
+        """(W, W^-1), each (C, C) in the layer's compute dtype, assembled in float64 as upstream."""
         f64 = lambda v: tf.cast(v, tf.float64)  # noqa: E731
         c = self.l_mat.shape[0]
         mask = tf.constant(np.tril(np.ones((c, c)), -1), tf.float64)
@@ -202,7 +205,7 @@ class InvConv1x1(keras.layers.Layer):
         p = f64(self.p_mat)
         w = tf.matmul(p, tf.matmul(lower, upper))
         w_inv = tf.matmul(tf.linalg.inv(upper), tf.matmul(tf.linalg.inv(lower), tf.linalg.inv(p)))
-        return tf.cast(w, tf.float32), tf.cast(w_inv, tf.float32)
+        return tf.cast(w, self.compute_dtype), tf.cast(w_inv, self.compute_dtype)
 
     def bijector(self) -> tfb.Bijector:
         w, w_inv = self.kernels()
@@ -215,7 +218,7 @@ def edge_pad(x: tf.Tensor) -> tf.Tensor:
     h, w = x.shape[1], x.shape[2]
     border = np.ones((1, h, w, 1), np.float32)
     border[:, 1:-1, 1:-1, :] = 0.0
-    border = tf.tile(tf.constant(border), [tf.shape(x)[0], 1, 1, 1])
+    border = tf.tile(tf.constant(border, x.dtype), [tf.shape(x)[0], 1, 1, 1])
     return tf.concat([x, border], axis=-1)
 
 
@@ -389,8 +392,14 @@ class Glow(keras.Model):
 
     # -- decoder -----------------------------------------------------------
     def decode_flow(self, y, z):
-        """Inverse flow without the output quantisation: (y, z) -> x in about [-0.5, 0.5]."""
+        """Inverse flow without the output quantisation: (y, z) -> x in about [-0.5, 0.5].
+
+        Runs in the model's compute dtype: bfloat16 for a copy built under the mixed
+        policy (``model_dir.compute_copy``, ``--generative_dtype=bfloat16``), which
+        returns bfloat16 images; the latents are cast to it first.
+        """
         self._ensure_built()
+        y, z = tf.cast(y, self.compute_dtype), tf.cast(z, self.compute_dtype)
         v = y
         for lvl in reversed(range(self.num_levels)):
             h, w, c = self.level_shapes[lvl]

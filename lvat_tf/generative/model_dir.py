@@ -14,6 +14,7 @@ import os
 import tensorflow as tf
 
 from lvat_tf import files
+from lvat_tf.precision import MIXED_POLICY, dtype_policy
 
 from lvat_tf.generative.glow import Glow
 from lvat_tf.generative.vae import VAE
@@ -47,6 +48,58 @@ def build(kind: str, arch: dict, image_shape):
     if kind == "glow":
         return Glow(image_shape=image_shape, **arch)
     raise GenerativeModelError(f"--generative_model_dir: unknown generative model kind {kind!r}")
+
+
+def materialise(model, image_shape) -> None:
+    """Creates a fresh model's variables for (H, W, C) images, so that weights can be loaded."""
+    if isinstance(model, Glow):
+        # Glow creates its variables from the shapes alone; a forward + inverse pass of an
+        # eager TFP flow (the upstream-size one: ~14 s here) would only build them.
+        model.build((None,) + tuple(image_shape))
+    else:
+        model(tf.zeros((1,) + tuple(image_shape)))
+
+
+#: Generative models whose decoder may run in bfloat16 (``--generative_dtype=bfloat16``),
+#: measured with docs/measurements/generative_bf16.py (docs/results.md 'LVAT's decoder
+#: in bfloat16'): the VAE's bfloat16 decodes keep LVAT's direction (cosine 0.996 to
+#: float32 decoding) and term (1.6 % per image) as closely as the bfloat16 classifier
+#: itself does; the Glow's inverse flow in bfloat16 does not (cosine 0.58; x_adv moved
+#: by 1.9 of the 2.3 that r moves it), so a Glow always decodes in float32.
+BFLOAT16_DECODERS = ("vae",)
+
+
+def compute_copy(model, image_shape, policy: str):
+    """The same frozen model, its layers computing under the Keras dtype ``policy``.
+
+    The weights are copied (they stay float32 variables; a mixed policy casts them
+    where they are used). LVAT uses it to run the decoder in bfloat16
+    (``--generative_dtype=bfloat16``) while the encoder stays float32.
+
+    Args:
+      model: a built VAE or Glow.
+      image_shape: (H, W, C) of its input images.
+      policy: a Keras dtype policy name, e.g. ``precision.MIXED_POLICY``.
+    """
+    cfg = model.get_config()
+    # The saved config names the original's own policy; the copy takes ``policy``.
+    cfg.pop("dtype", None)
+    with dtype_policy(policy):
+        copy = type(model).from_config(cfg)
+        materialise(copy, image_shape)
+    copy.set_weights(model.get_weights())
+    copy.trainable = False
+    return copy
+
+
+def decoder_for(model, image_shape, dtype: str):
+    """The model LVAT decodes with for ``--generative_dtype``: None for float32 (the model
+    itself), a :func:`compute_copy` under the mixed bfloat16 policy for bfloat16."""
+    if model is None or dtype == "float32":
+        return None
+    if dtype != "bfloat16":
+        raise ValueError(f"--generative_dtype: expected float32|bfloat16, got {dtype!r}")
+    return compute_copy(model, image_shape, MIXED_POLICY)
 
 
 def write_json(path: str, obj) -> None:
@@ -110,12 +163,7 @@ def load(model_dir: str, expect: dict = None):
     except (KeyError, TypeError, ValueError) as e:
         raise GenerativeModelError(f"--generative_model_dir: {meta_path}: architecture "
                                    f"{meta['architecture']!r} cannot be built ({e})") from None
-    if isinstance(model, Glow):
-        # Glow creates its variables from the shapes alone; a forward + inverse pass of an
-        # eager TFP flow (the upstream-size one: ~14 s here) would only build them.
-        model.build((None,) + shape)
-    else:
-        model(tf.zeros((1,) + shape))
+    materialise(model, shape)
     try:
         model.load_weights(os.path.join(model_dir, WEIGHTS))
     except Exception as e:  # h5py / shape errors

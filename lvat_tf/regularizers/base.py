@@ -138,8 +138,11 @@ class BuildContext:
       generative_model: the frozen VAE / Glow (LVAT methods), else None.
       feature_dim: the classifier's feature size (D of its last hidden layer).
       num_classes: K.
+      generative_decoder: a copy of ``generative_model`` that computes in another
+        dtype (``--generative_dtype=bfloat16``) for LVAT's decodes; None: the model.
     """
 
     generative_model: object = None
     feature_dim: Optional[int] = None
     num_classes: Optional[int] = None
+    generative_decoder: object = None

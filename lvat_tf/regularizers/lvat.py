@@ -43,16 +43,27 @@ REFERENCES = ("input", "reconstruction")
 # fits them); kept to reproduce that.
 
 
+def _as(decoded, x):
+    """A decode in x's dtype: a bfloat16 decoder's images join float32 inputs (joint BN
+    batches, the reference) and enter the classifier like x (exact in float32)."""
+    return tf.cast(decoded, x.dtype)
+
+
 def lvat_vae_perturbation(forward, vae, x, clean_logits, d_init, epsilon, xi=1e-6,
-                          num_power_iterations=1, mode="finite_difference", first_order=True):
+                          num_power_iterations=1, mode="finite_difference", first_order=True,
+                          decoder=None):
     """Returns (z, r): the latent code (B, latent) and its perturbation, gradient-stopped.
 
     ``first_order``: the reference is not Dec(Enc(x))'s output (upstream's
     p(y|x)), so the KL's gradient at r = 0 is part of the direction.
+    ``decoder``: the model whose ``decode`` the search runs through (a bfloat16
+    copy of ``vae``, ``--generative_dtype``); None: ``vae`` itself. z and r
+    stay float32 either way.
     """
+    decoder = vae if decoder is None else decoder
     z = tf.stop_gradient(vae.encode(x, training=False)[0])
-    g = power_iteration(lambda d: forward(vae.decode(z + d, training=False)), clean_logits,
-                        d_init, xi=xi, num_iterations=num_power_iterations, mode=mode,
+    g = power_iteration(lambda d: forward(_as(decoder.decode(z + d, training=False), x)),
+                        clean_logits, d_init, xi=xi, num_iterations=num_power_iterations, mode=mode,
                         first_order=first_order)
     return z, tf.stop_gradient(scale_to_epsilon(g, epsilon))
 
@@ -62,7 +73,10 @@ class _LatentVAT(Regularizer, abc.ABC):
     """VAT in a frozen generative model's latent space; subclasses find x_adv.
 
     Attributes:
-      model: the frozen generative model (VAE or Glow).
+      model: the frozen generative model (VAE or Glow); it encodes.
+      decoder: the model that decodes (the direction search, x_adv, the
+        reconstruction): a copy of ``model`` computing in bfloat16
+        (``--generative_dtype=bfloat16``), or None for ``model`` itself.
       reference: ``input`` (upstream: KL(p(y|x) || p(y|x_adv)), non-zero at
         r = 0 by the reconstruction gap) or ``reconstruction``
         (KL(p(y|Dec(Enc(x))) || p(y|x_adv)), zero at r = 0).
@@ -83,6 +97,12 @@ class _LatentVAT(Regularizer, abc.ABC):
     needs_clean_grad: bool = False
     reference: str = "input"
     bn: str = "batch"
+    decoder: object = None
+
+    @property
+    def decoding_model(self):
+        """The model whose ``decode`` makes x_adv and the reconstruction."""
+        return self.decoder if self.decoder is not None else self.model
 
     @abc.abstractmethod
     def adversarial_input(self, forward, x, clean_logits, seed):
@@ -134,19 +154,19 @@ class LVATVAE(_LatentVAT):
                            seed, x.dtype)
         z, r = lvat_vae_perturbation(forward, self.model, x, clean_logits, d, self.epsilon,
                                      self.xi, self.num_power_iterations, self.power_iteration,
-                                     first_order=self.first_order)
-        return self.model.decode(z + r, training=False)
+                                     first_order=self.first_order, decoder=self.decoder)
+        return _as(self.decoding_model.decode(z + r, training=False), x)
 
     def reconstruction(self, x, seed):
         del seed  # z = Enc_mu(x): deterministic
         z = self.model.encode(x, training=False)[0]
-        return self.model.decode(z, training=False)
+        return _as(self.decoding_model.decode(z, training=False), x)
 
 
 def lvat_glow_perturbation(forward, glow, x, clean_logits, d_init, epsilon, xi=1e-6,
                            num_power_iterations=1, mode="finite_difference", noise=None,
-                           seed=None, first_order=True):
-    """Returns ((y, z), [r_y, r_z]), all gradient-stopped.
+                           seed=None, first_order=True, decoder=None):
+    """Returns ((y, z), [r_y, r_z]), all gradient-stopped (float32).
 
     Args:
       forward: images (B, H, W, C) in [0, 1] -> logits (B, K).
@@ -154,12 +174,16 @@ def lvat_glow_perturbation(forward, glow, x, clean_logits, d_init, epsilon, xi=1
       x: (B, H, W, C) images in [0, 1].
       d_init: [d_y, d_z], raw draws of the latents' shapes.
       noise / seed: the encoder's dequantisation noise, or a stateless seed for it.
+      decoder: the flow whose ``decode`` the search runs through (a bfloat16 copy of
+        ``glow``, ``--generative_dtype``); None: ``glow``. The encoder (and its
+        log-det) stay ``glow``'s.
     """
+    decoder = glow if decoder is None else decoder
     y, _, z = glow.encode(x, noise=noise, seed=seed)
     y, z = tf.stop_gradient(y), tf.stop_gradient(z)
-    g = power_iteration(lambda d: forward(glow.decode(y + d[0], z + d[1])), clean_logits,
-                        list(d_init), xi=xi, num_iterations=num_power_iterations, mode=mode,
-                        first_order=first_order)
+    g = power_iteration(lambda d: forward(_as(decoder.decode(y + d[0], z + d[1]), x)),
+                        clean_logits, list(d_init), xi=xi, num_iterations=num_power_iterations,
+                        mode=mode, first_order=first_order)
     r = [tf.stop_gradient(t) for t in scale_to_epsilon(g, epsilon)]
     return (y, z), r
 
@@ -176,11 +200,11 @@ class LVATGlow(_LatentVAT):
         (y, z), (r_y, r_z) = lvat_glow_perturbation(
             forward, self.model, x, clean_logits, d, self.epsilon, self.xi,
             self.num_power_iterations, self.power_iteration, seed=fold(seed, 3),
-            first_order=self.first_order)
-        return self.model.decode(y + r_y, z + r_z)
+            first_order=self.first_order, decoder=self.decoder)
+        return _as(self.decoding_model.decode(y + r_y, z + r_z), x)
 
     def reconstruction(self, x, seed):
         # The same dequantisation noise as adversarial_input's encoding: Dec(y, z)
         # is then the 5-bit image of x that x_adv perturbs (not x itself).
         y, _, z = self.model.encode(x, seed=tf.random.experimental.stateless_fold_in(seed, 3))
-        return self.model.decode(y, z)
+        return _as(self.decoding_model.decode(y, z), x)

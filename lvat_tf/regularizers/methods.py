@@ -99,12 +99,15 @@ def get_method(name: str) -> MethodSpec:
     return _METHODS[name]
 
 
-def build_regularizers(cfg, generative_model=None, feature_dim=None, num_classes=None) -> list:
+def build_regularizers(cfg, generative_model=None, feature_dim=None, num_classes=None,
+                       generative_decoder=None) -> list:
     """The method's regularisers.
 
     Args:
       cfg: the run config.
       generative_model: the loaded (frozen) VAE / Glow for LVAT methods.
+      generative_decoder: its copy for the decodes under ``--generative_dtype=bfloat16``
+        (``generative.model_dir.compute_copy``); None: the model decodes.
       feature_dim, num_classes: the classifier's feature size and classes
         (methods with ``needs_features``: MAT, center loss).
 
@@ -116,7 +119,8 @@ def build_regularizers(cfg, generative_model=None, feature_dim=None, num_classes
         raise ValueError(f"method {cfg.method} needs a generative model")
     if spec.needs_features and (feature_dim is None or num_classes is None):
         raise ValueError(f"method {cfg.method} needs the classifier's feature size")
-    regs = list(spec.build(cfg, BuildContext(generative_model, feature_dim, num_classes)))
+    regs = list(spec.build(cfg, BuildContext(generative_model, feature_dim, num_classes,
+                                             generative_decoder)))
     if cfg.entmin:  # composes with any method's unlabeled terms (vatent = vat + this)
         regs.append(Entropy())
     return regs
@@ -151,7 +155,7 @@ def _lvat_first_order(cfg) -> bool:
 
 def _lvat_vae(cfg, ctx):
     return [LVATVAE(ctx.generative_model, reference=cfg.lvat_reference, bn=cfg.lvat_bn,
-                    **_search(cfg))]
+                    decoder=ctx.generative_decoder, **_search(cfg))]
 
 
 register(MethodSpec("lvat_vae", _lvat_vae, "CE + VAT in the latent space of a frozen VAE "
@@ -167,7 +171,7 @@ LVAT_GLOW_EPSILON = {"svhn": 1.0, "cifar10": 1.0}
 
 def _lvat_glow(cfg, ctx):
     return [LVATGlow(ctx.generative_model, reference=cfg.lvat_reference, bn=cfg.lvat_bn,
-                     **_search(cfg))]
+                     decoder=ctx.generative_decoder, **_search(cfg))]
 
 
 register(MethodSpec("lvat_glow", _lvat_glow, "CE + VAT in the latent space (y, z) of a frozen "
@@ -207,8 +211,9 @@ register(MethodSpec("center_loss", lambda cfg, ctx: _mat(cfg, ctx, center_only=T
 
 def _latent_mat(cfg, ctx, searcher):
     return [LatentMAT(_mixture(cfg, ctx), lambda1=cfg.mat_lambda1, lambda2=cfg.mat_lambda2,
-                      smoothness=cfg.mat_smoothness, latent=searcher(ctx.generative_model,
-                                                                     **_search(cfg)),
+                      smoothness=cfg.mat_smoothness,
+                      latent=searcher(ctx.generative_model, decoder=ctx.generative_decoder,
+                                      **_search(cfg)),
                       **_search(cfg))]
 
 

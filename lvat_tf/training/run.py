@@ -22,6 +22,7 @@ from lvat_tf import checkpointing
 from lvat_tf import files
 from lvat_tf import fitting
 from lvat_tf import hardware
+from lvat_tf.precision import mixed_precision_policy
 from lvat_tf.data import pipeline
 from lvat_tf.data import registry as data_registry
 from lvat_tf.data.preprocessing import Preprocessor
@@ -54,36 +55,6 @@ RESUME_FREE = {"log_dir", "jit_compile", "eval_freq", "eval_batch_size", "num_ev
                 "data_dir", "tfds_download", "finetune_batch_size", "finetune_iter",
                 # a run computes the same on any number of replicas (distribute.py)
                 "distribution_strategy", "num_cpu_devices"}
-
-
-@contextlib.contextmanager
-def mixed_precision_policy(enabled: bool):
-    """Keras' ``mixed_bfloat16`` policy for the models built inside, restored after.
-
-    bfloat16 compute with float32 variables: CPUs with AVX512-BF16/AMX, Ampere
-    and later GPUs, TPUs. The losses (softmax, KL, cross-entropy) and the
-    batch-norm statistics run in float32 (losses.py, layers.py) and the
-    adversarial direction uses the exact power iteration (config.py):
-    finite differences at xi = 1e-6 are below bfloat16's resolution. float16
-    is not offered: it needs dynamic loss scaling, and the VAT gradients of a
-    small KL underflow without it.
-    """
-    with dtype_policy("mixed_bfloat16" if enabled else None):
-        yield
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Keras' global dtype policy ``name`` inside (None: unchanged), restored after."""
-    if name is None:
-        yield
-        return
-    old = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(old)
 
 
 def set_determinism(jit_compile: bool) -> None:
@@ -173,7 +144,8 @@ def make_checkpoint(classifier, optimizer=None, directory=None, max_to_keep=3, e
 #: hold (e.g. a VAT run made before the MAT defaults changed).
 _MAT_FIELDS = ("mat_lambda1", "mat_lambda2", "mat_covariance", "mat_smoothness", "mat_alpha",
                "mat_beta", "mat_min_variance")
-_LVAT_FIELDS = ("lvat_reference", "lvat_bn", "vae_num_epochs", "glow_train_steps")
+_LVAT_FIELDS = ("lvat_reference", "lvat_bn", "vae_num_epochs", "glow_train_steps",
+                "generative_dtype")
 
 
 def _unused_fields(method):
@@ -456,8 +428,12 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         clf = initial_classifier(cfg, data.spec, data.image_shape)
         feats, _ = clf(tf.zeros((2,) + tuple(data.image_shape)), bn_mode="moving",
                        return_features=True)
+        # --generative_dtype=bfloat16: LVAT decodes with a bfloat16 copy (weights shared
+        # by value; the frozen model never changes), the encoder stays float32.
+        decoder = model_dir_lib.decoder_for(generative, data.image_shape, cfg.generative_dtype)
         regs = methods.build_regularizers(cfg, generative, feature_dim=int(feats.shape[-1]),
-                                          num_classes=data.spec.num_classes)
+                                          num_classes=data.spec.num_classes,
+                                          generative_decoder=decoder)
         if cfg.power_iteration == "finite_difference" and regs and cfg.method in ("vat", "vatent"):
             msg = xi_resolution_warning(cfg.xi, data.image_shape, data.input_abs_max)
             if msg:
