@@ -27,14 +27,16 @@ def _tiny_cifar_recipe():
     """cifar10_4k with its methods and epsilons, on the synthetic dataset.
 
     One variant per method: lvat_glow_e15 differs from lvat_glow only in epsilon,
-    vat_bnjoint from vat only in --vat_bn (tested in test_vat_bn.py).
+    vat_bnjoint from vat only in --vat_bn (tested in test_vat_bn.py), the _bf16 rows only
+    in --mixed_precision (tested in test_training.py).
     """
     r = RECIPES["cifar10_4k"]
     base = dict(r.base, dataset="synthetic", model="tiny_cnn", num_labeled_examples=20,
                 batch_size=8, ul_batch_size=8, num_epochs=3, epoch_decay_start=2,
                 num_iter_per_epoch=2, eval_freq=3, num_eval_examples=40, finetune_iter=2,
                 eval_batch_size=50)
-    variants = tuple(v for v in r.variants if v[0] not in ("lvat_glow_e15", "vat_bnjoint"))
+    variants = tuple(v for v in r.variants if v[0] not in ("lvat_glow_e15", "vat_bnjoint",
+                                                           "baseline_bf16", "vat_bf16"))
     return dataclasses.replace(r, base=base, variants=variants, generative=TINY_GENERATIVE)
 
 
@@ -42,12 +44,16 @@ def test_cifar10_4k_recipe_is_the_issue_settings():
     r = RECIPES["cifar10_4k"]
     variants = dict(r.variants)
     assert list(variants) == ["baseline", "vat", "lvat_vae", "lvat_glow", "lvat_glow_e15",
-                              "vat_bnjoint"]
+                              "vat_bnjoint", "baseline_bf16", "vat_bf16"]
     cfgs = {n: make_config(**dict(r.base, **o, log_dir="x")) for n, o in r.variants}
     assert {n: c.epsilon for n, c in cfgs.items()} == {
         "baseline": cfgs["baseline"].epsilon, "vat": 10.0, "lvat_vae": 1.0, "lvat_glow": 1.0,
-        "lvat_glow_e15": 1.5, "vat_bnjoint": 10.0}
+        "lvat_glow_e15": 1.5, "vat_bnjoint": 10.0, "baseline_bf16": cfgs["baseline"].epsilon,
+        "vat_bf16": 10.0}
     assert cfgs["vat_bnjoint"].vat_bn == "joint" and cfgs["vat"].vat_bn == "batch"
+    # The bfloat16 rows: mixed precision, and VAT on the exact power iteration it implies.
+    assert [n for n, c in cfgs.items() if c.mixed_precision] == ["baseline_bf16", "vat_bf16"]
+    assert cfgs["vat_bf16"].power_iteration == "exact"
     assert all(not c.zca and c.num_labeled_examples == 4000 and c.dataset == "cifar10"
                for c in cfgs.values())
     # One budget and one classifier for every variant; the decay is the last third.

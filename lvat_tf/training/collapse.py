@@ -159,11 +159,11 @@ _CAUSES = {
              "KL(p(y|x) || p(y|Dec(Enc(x)))) > 0 already at r = 0 and is minimised by flat "
              "predictions: try --lvat_reference=reconstruction",
              "--epsilon against the latent's scale (docs/methods.md 'LVAT'; a recipe's quality.json has the per-dimension std of z)",
-             "on MNIST-100 no LVAT-VAE setting measured trained (--epsilon 1, 3 and 10, "
-             "--lvat_reference=reconstruction, --lvat_bn=joint, --consistency_rampup, "
-             "--entmin; even warm-started from a VAT solution its term flattened the "
-             "predictions; docs/results.md 'Why LVAT-VAE fails on MNIST-100'): there use "
-             "--method=vat"),
+             "on MNIST-100 no LVAT setting measured trained (LVAT-VAE: --epsilon 1, 3 and "
+             "10, --lvat_reference=reconstruction, --lvat_bn=joint, --consistency_rampup, "
+             "--entmin, and even warm-started from a VAT solution its term flattened the "
+             "predictions; LVAT-Glow: --epsilon 1 and 1.5; docs/results.md 'Why LVAT-VAE "
+             "fails on MNIST-100'): there use --method=vat"),
     "mat": ("the paper's log smoothness term (min at S = 0, reached by constant predictions): "
             "use --mat_smoothness=plain (the default)",
             "the information term is unbounded as features shrink: keep --mat_min_variance > 0 "
