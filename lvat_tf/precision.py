@@ -31,9 +31,11 @@ def mixed_precision_policy(enabled: bool):
 
     bfloat16 compute with float32 variables: CPUs with AVX512-BF16/AMX, Ampere
     and later GPUs, TPUs. The losses (softmax, KL, cross-entropy) and the
-    batch-norm statistics run in float32 (losses.py, models/layers.py) and the
-    adversarial direction uses the exact power iteration (config.py):
-    finite differences at xi = 1e-6 are below bfloat16's resolution. float16
+    batch-norm statistics run in float32 (losses.py, models/layers.py) and VAT's
+    direction uses the exact power iteration (config.py): finite differences at
+    xi = 1e-6 are below bfloat16's resolution (LVAT against p(y|x) keeps them: its
+    direction is the gradient at r = 0). LVAT's generative model stays float32
+    unless ``--generative_dtype=bfloat16`` (generative/model_dir.py). float16
     is not offered: it needs dynamic loss scaling, and the VAT gradients of a
     small KL underflow without it.
     """
