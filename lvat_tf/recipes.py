@@ -171,6 +171,13 @@ register(Recipe(
         # largest Glow value 1.5.
         ("lvat_glow", dict(method="lvat_glow", epsilon=1.0)),
         ("lvat_glow_e15", dict(method="lvat_glow", epsilon=1.5)),
+        # Session 16: the remaining methods on this budget, so that every method has its
+        # MNIST-100 row with seeds: vat_tf's vatent (VAT + entropy minimisation) at the
+        # VAT row's epsilon, and center loss (MAT's information term with identity
+        # covariance on the labeled batch, lambda2 0.1 as MAT's MNIST setting; no
+        # unlabeled term).
+        ("vatent_eps5", dict(method="vatent", epsilon=5.0)),
+        ("center_loss", dict(method="center_loss", mat_lambda2=0.1)),
     ),
     paired_with=("baseline", "vat_eps5"),
     # One VAE and one Glow for every LVAT row and seed: MNIST's train.py defaults
