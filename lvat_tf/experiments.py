@@ -15,6 +15,7 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from absl import logging
+from scipy import stats
 
 from lvat_tf import analysis, robustness
 from lvat_tf.checkpointing import CheckpointError
@@ -213,8 +214,12 @@ def paired_differences(rows: List[dict], references: Sequence[str]) -> List[dict
       reference against a later reference once, not also the reverse):
       variant, reference, pairs ([seed, dataset_seed, variant − reference]),
       num_pairs, difference / difference_std (mean and sample std of the
-      differences, percentage points; std None for one pair) and num_lower
-      (pairs in which the variant's error is lower).
+      differences, percentage points; std None for one pair), num_lower
+      (pairs in which the variant's error is lower), and the paired t-test on
+      the differences: t (mean / (std / sqrt(n))) and p_value (two-sided,
+      n - 1 degrees of freedom); both None for one pair or identical differences.
+      With three seeds a p below 0.05 needs |t| > 4.3: most gaps here are not
+      significant, and the table says so rather than the eye.
     """
     by_name = {r["variant"]: r for r in rows}
     out, done = [], set()
@@ -231,10 +236,17 @@ def paired_differences(rows: List[dict], references: Sequence[str]) -> List[dict
             if not pairs:
                 continue
             m, sd = mean_std(d for _, _, d in pairs)
+            t = p_value = None
+            if sd:  # None for one pair, 0 when every pair differs by the same amount
+                n = len(pairs)
+                t = m / (sd / math.sqrt(n))
+                p_value = float(2 * stats.t.sf(abs(t), n - 1))
             out.append({"variant": row["variant"], "reference": ref, "pairs": pairs,
                         "num_pairs": len(pairs), "difference": round(m, 2),
                         "difference_std": None if sd is None else round(sd, 2),
-                        "num_lower": sum(1 for _, _, d in pairs if d < 0)})
+                        "num_lower": sum(1 for _, _, d in pairs if d < 0),
+                        "t": None if t is None else round(t, 2),
+                        "p_value": None if p_value is None else round(p_value, 4)})
             done.add((ref, row["variant"]))
     return out
 
@@ -246,13 +258,14 @@ def render_paired_table(paired: List[dict]) -> str:
     out = ("\nPaired by seed (variant − reference test error, percentage points, over the runs "
            "with the same seed and labeled subset in both rows)\n\n"
            "| variant | reference | pairs | difference (mean ± std) | per pair (seed-data: "
-           "difference) | variant lower in |\n" + "|---" * 6 + "|\n")
+           "difference) | variant lower in | paired t (two-sided p) |\n" + "|---" * 7 + "|\n")
     for p in paired:
         diff = f"{p['difference']:+.2f}" + ("" if p["difference_std"] is None
                                             else f" ± {p['difference_std']:.2f}")
         per = ", ".join(f"{s}-{d}: {x:+.2f}" for s, d, x in p["pairs"])
+        test = "-" if p.get("t") is None else f"{p['t']:+.2f} ({p['p_value']:.3f})"
         out += (f"| {p['variant']} | {p['reference']} | {p['num_pairs']} | {diff} | {per} | "
-                f"{p['num_lower']}/{p['num_pairs']} |\n")
+                f"{p['num_lower']}/{p['num_pairs']} | {test} |\n")
     return out
 
 

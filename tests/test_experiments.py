@@ -59,14 +59,23 @@ def test_paired_differences_pair_runs_by_seed_and_labeled_subset():
     assert p["pairs"] == [[1, 1, -2.0], [2, 1, -1.0], [3, 1, 1.0]] and p["num_lower"] == 2
     assert p["difference"] == pytest.approx(-2 / 3, abs=0.01)
     assert p["difference_std"] == pytest.approx(experiments.mean_std([-2, -1, 1])[1], abs=0.01)
+    # The paired t-test is scipy's on the same pairs.
+    from scipy import stats
+    ref = stats.ttest_rel([28.0, 33.0, 33.0], [30.0, 34.0, 32.0])
+    assert p["t"] == pytest.approx(ref.statistic, abs=0.01)
+    assert p["p_value"] == pytest.approx(ref.pvalue, abs=1e-4)
     p = got[("lvat", "baseline")]
     assert p["num_pairs"] == 2 and [x[2] for x in p["pairs"]] == [-3.0, -5.0]
     p = got[("lvat", "vat")]  # one common pair: no std
-    assert p["pairs"] == [[1, 1, -1.0]] and p["difference_std"] is None
+    assert p["pairs"] == [[1, 1, -1.0]] and p["difference_std"] is None and p["t"] is None
     table = experiments.render_paired_table(paired)
-    assert "| vat | baseline | 3 | -0.67 ± 1.53 | 1-1: -2.00, 2-1: -1.00, 3-1: +1.00 | 2/3 |" \
-        in table
-    assert "| lvat | vat | 1 | -1.00 | 1-1: -1.00 | 1/1 |" in table
+    assert ("| vat | baseline | 3 | -0.67 ± 1.53 | 1-1: -2.00, 2-1: -1.00, 3-1: +1.00 | 2/3 | "
+            "-0.76 (0.529) |") in table
+    assert "| lvat | vat | 1 | -1.00 | 1-1: -1.00 | 1/1 | - |" in table
+    # Identical differences: no spread, no t.
+    same = experiments.paired_differences([_row("a", {(1, 1): 1.0, (2, 1): 2.0}),
+                                           _row("b", {(1, 1): 2.0, (2, 1): 3.0})], ["a"])
+    assert same[0]["difference_std"] == 0 and same[0]["t"] is None
     assert experiments.render_paired_table([]) == ""
 
 
