@@ -332,7 +332,14 @@ register(Recipe(
                                      lvat_reference="reconstruction")),
               # Session 7: the VAE's error still fell from epsilon 1 to 3 (3 seeds), so one
               # point past the paper's grid, at the latent's own norm (||z|| = 6.08).
-              ("lvat_vae_e6", dict(method="lvat_vae", epsilon=6.0))),
+              ("lvat_vae_e6", dict(method="lvat_vae", epsilon=6.0)),
+              # Session 16: the rest of the paper's grids (issue 11 item 5).
+              ("lvat_vae_e0.25", dict(method="lvat_vae", epsilon=0.25)),
+              ("lvat_vae_e0.5", dict(method="lvat_vae", epsilon=0.5)),
+              ("lvat_vae_e0.75", dict(method="lvat_vae", epsilon=0.75)),
+              ("lvat_vae_e1.5", dict(method="lvat_vae", epsilon=1.5)),
+              ("lvat_glow_e0.5", dict(method="lvat_glow", epsilon=0.5)),
+              ("lvat_glow_e1.5", dict(method="lvat_glow", epsilon=1.5))),
     paired_with=("baseline", "vat"),
     generative=_DIGITS_GENERATIVE,
 ))
