@@ -4,9 +4,9 @@ direction and the loss? Usage:
   python docs/measurements/generative_bf16.py RUN_DIR [NUM_EXAMPLES] [TIMING_STEPS] [GEN_DIR]
 
 RUN_DIR: a finished LVAT-VAE / LVAT-Glow run; GEN_DIR: its generative model (default: the
-run's --generative_model_dir, or RUN_DIR/generative). On the first NUM_EXAMPLES test images (one batch, default 128),
-with the run's classifier in bfloat16 (as ``--mixed_precision`` trains it; weights copied
-from the float32 checkpoint), the same start directions, BN on each batch's statistics (as
+run's --generative_model_dir, or RUN_DIR/generative). On the first NUM_EXAMPLES test images
+(one batch, default 128), with the run's classifier in bfloat16 (as ``--mixed_precision``
+trains it; weights copied from the float32 checkpoint), the same start directions, BN on each batch's statistics (as
 the term's passes in training) and no dropout, it compares the run's LVAT search decoding in
 float32 (``--generative_dtype=float32``) and in bfloat16 (a ``compute_copy`` of the model):
 cosine of the directions r, the term KL(p(y|x) || p(y|x_adv)) per image, and how far apart the
@@ -61,9 +61,11 @@ def main(run_dir, n=128, timing_steps=5, gen_dir=None):
     gen = generative_model_for(cfg, data, kind)
     gen16 = model_dir_lib.compute_copy(gen, shape, MIXED_POLICY)
     x = tf.constant(data.x_eval[:n], tf.float32)
-    rng = np.random.RandomState(0)
+    # The Glow encoder's dequantisation noise, the same in every row.
+    noise_draw = np.random.RandomState(0).uniform(0, 1.0 / 2 ** 5, (n,) + shape)
 
-    def search(clf, decoder):
+    def search(clf, decoder, rng_state):
+        """The run's LVAT search with ``clf`` decoding through ``decoder``: (r, x_adv, x_rec, KL)."""
         def forward(v):
             return clf(v, bn_mode="batch")
         clean = tf.cast(forward(x), tf.float32)
@@ -90,18 +92,18 @@ def main(run_dir, n=128, timing_steps=5, gen_dir=None):
         kl = per_sample_kl(clean, tf.cast(forward(x_adv), tf.float32)).numpy()
         return r, x_adv.numpy(), x_rec.numpy(), kl
 
-    noise_draw = rng.uniform(0, 1.0 / 2 ** 5, (n,) + shape)
     out = {}
     for name, clf, dec in (("bf16 classifier, float32 decoder", clf16, gen),
                            ("bf16 classifier, bf16 decoder", clf16, gen16),
                            ("float32 classifier, float32 decoder", clf32, gen)):
-        rng_state = np.random.RandomState(1)  # the same start directions in every row
-        out[name] = search(clf, dec)
+        # The same start directions in every row.
+        out[name] = search(clf, dec, np.random.RandomState(1))
     ref_name = "bf16 classifier, float32 decoder"
     r_ref, xadv_ref, xrec_ref, kl_ref = out[ref_name]
     print(f"{run_dir} ({cfg.method}, epsilon {cfg.epsilon}, {cfg.power_iteration}), "
           f"{n} test images; against '{ref_name}':")
-    print(f"  ||x_adv - Dec(Enc(x))|| (what r moves the image): mean {l2(xadv_ref - xrec_ref).mean():.4f}")
+    moved = l2(xadv_ref - xrec_ref).mean()
+    print(f"  ||x_adv - Dec(Enc(x))|| (what r moves the image): mean {moved:.4f}")
     print(f"  term KL(p(y|x) || p(y|x_adv)) there: mean {kl_ref.mean():.5f}")
     for name, (r, xadv, _, kl) in out.items():
         if name == ref_name:
