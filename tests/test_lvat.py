@@ -115,13 +115,29 @@ def test_model_dir_roundtrip_and_mismatch_refused(tmp_path):
         model_dir.load(str(tmp_path))
 
 
-def test_lvat_run_with_a_given_model_dir_and_a_wrong_one(tmp_path):
+def test_lvat_run_with_a_given_model_dir_and_a_wrong_one(tmp_path, monkeypatch):
     _save_tiny(tmp_path / "g")
     cfg = tiny_config(str(tmp_path / "run"), method="lvat_vae",
                       generative_model_dir=str(tmp_path / "g"), num_epochs=1,
                       epoch_decay_start=0)
     res = run.train_and_evaluate(cfg, verbose=0)
     assert res["method"] == "lvat_vae" and 0 <= res["test_error"] <= 100
+    # The same run under --mixed_precision with bfloat16 decodes (--generative_dtype): the
+    # run builds the bfloat16 copy and trains through it.
+    made = []
+
+    def spy(model, shape, dtype, original=model_dir.decoder_for):
+        made.append(original(model, shape, dtype))
+        return made[-1]
+
+    monkeypatch.setattr(run.model_dir_lib, "decoder_for", spy)
+    res = run.train_and_evaluate(cfg.replace(log_dir=str(tmp_path / "run_bf16"),
+                                             mixed_precision=True, generative_dtype="bfloat16"),
+                                 verbose=0)
+    assert res["mixed_precision"] and 0 <= res["test_error"] <= 100
+    assert len(made) == 1 and made[0].compute_dtype == "bfloat16"
+    saved = json.load(open(tmp_path / "run_bf16" / "config.json"))
+    assert saved["generative_dtype"] == "bfloat16"
     _save_tiny(tmp_path / "g_mnist", dataset="mnist", shape=(32, 32, 1))
     p = run_script("train.py", "--dataset=synthetic", "--model=tiny_cnn", "--method=lvat_vae",
                    f"--generative_model_dir={tmp_path / 'g_mnist'}", "--num_epochs=1",

@@ -431,6 +431,9 @@ def _train(cfg, strategy, chief, data, spec, generative, t_start, verbose):
         # --generative_dtype=bfloat16: LVAT decodes with a bfloat16 copy (weights shared
         # by value; the frozen model never changes), the encoder stays float32.
         decoder = model_dir_lib.decoder_for(generative, data.image_shape, cfg.generative_dtype)
+        if decoder is not None:
+            logging.info("LVAT decodes with a %s copy of the %s (--generative_dtype); its "
+                         "encoder stays float32", cfg.generative_dtype, spec.generative.upper())
         regs = methods.build_regularizers(cfg, generative, feature_dim=int(feats.shape[-1]),
                                           num_classes=data.spec.num_classes,
                                           generative_decoder=decoder)
