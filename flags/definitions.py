@@ -84,6 +84,10 @@ def define_flags(script: str = "train") -> None:
     d.DEFINE_bool("top_bn", U["top_bn"], "Batch norm on the logits. [vat_tf]")
     d.DEFINE_float("bn_stats_decay_factor", U["bn_stats_decay_factor"], "Decay of the BN moving "
                    "averages. [vat_tf]")
+    d.DEFINE_enum("kernel_init", "upstream", ["upstream", "glorot"], "Kernel initializer of the "
+                  "conv nets and the MLP: upstream = vat_tf's truncated normal, stddev "
+                  "sqrt(2.6 / fan_in); glorot = Keras' Glorot uniform (Lenet++ keeps Keras' "
+                  "defaults). [ours]")
     # --- method (vat_tf vat.py) ---
     d.DEFINE_string("method", U["method"], "baseline | vat | vatent | lvat_vae | lvat_glow | mat | center_loss | "
                     "lvat_vae_mat | lvat_glow_mat (LVAT's --method=lvat --ae_type=VAE|Glow maps "

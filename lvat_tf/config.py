@@ -23,6 +23,7 @@ from lvat_tf.distribute import STRATEGIES
 from lvat_tf.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
 from lvat_tf.generative.model_dir import BFLOAT16_DECODERS
 from lvat_tf.models import registry as model_registry
+from lvat_tf.models.layers import KERNEL_INITS
 from lvat_tf.regularizers import methods
 from lvat_tf.regularizers.base import PERTURBED_BN_MODES
 from lvat_tf.regularizers.lvat import REFERENCES as LVAT_REFERENCES
@@ -86,6 +87,10 @@ class Config:
     lrelu_a: float = 0.1
     top_bn: bool = False
     bn_stats_decay_factor: float = 0.99
+    # ours: the kernels' initializer (models.layers.KERNEL_INITS); vat_tf's conv init by
+    # default, also for the MLP, which vat_tf lacks (measured against Keras' Glorot
+    # uniform on MNIST-100: docs/results.md 'What else decides the basin').
+    kernel_init: str = "upstream"
     # method
     method: str = "vat"
     epsilon: float | None = None
@@ -294,6 +299,13 @@ def validate(cfg: Config) -> None:
     if not 0.0 < cfg.keep_prob_hidden <= 1.0:
         raise ConfigError("keep_prob_hidden", f"expected a keep probability in (0, 1], got "
                           f"{cfg.keep_prob_hidden}")
+    if cfg.kernel_init not in KERNEL_INITS:
+        raise ConfigError("kernel_init", f"expected one of {'|'.join(KERNEL_INITS)}, got "
+                          f"{cfg.kernel_init!r}")
+    if cfg.kernel_init != "upstream" and cfg.model not in model_registry.KERNEL_INIT_MODELS:
+        raise ConfigError("kernel_init", f"--model={cfg.model} keeps its own (Keras default) "
+                          "initializers; --kernel_init applies to "
+                          + "|".join(sorted(model_registry.KERNEL_INIT_MODELS)))
     if not 0.0 <= cfg.bn_stats_decay_factor < 1.0:
         raise ConfigError("bn_stats_decay_factor", f"expected a value in [0, 1), got "
                           f"{cfg.bn_stats_decay_factor}")

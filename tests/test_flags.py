@@ -119,6 +119,7 @@ def test_lvat_spellings():
     (["--keep_prob_hidden=0"], "--keep_prob_hidden"),
     (["--num_epochs=10", "--epoch_decay_start=20"], "--epoch_decay_start"),
     (["--dataset=digits", "--model=conv_large"], "--model"),
+    (["--dataset=digits", "--model=lenet_pp", "--kernel_init=glorot"], "--kernel_init"),
     (["--dataset=mnist", "--data_dir=/nonexistent/mnist", "--notfds_download"], "--data_dir"),
 ])
 def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, args, flag):

@@ -108,6 +108,39 @@ def test_upstream_init_stddev():
     np.testing.assert_allclose(w.std(), 0.8796 * np.sqrt(2.6 / fan_in), rtol=0.02)
 
 
+@pytest.mark.parametrize("name", ["mlp", "conv_small"])
+def test_kernel_init_glorot_draws_glorot_uniform_kernels_reproducibly(name):
+    def init(kind, seed=5):
+        keras.utils.set_random_seed(seed)
+        m = registry.build(name, kernel_init=kind)
+        m(tf.zeros((1, 28, 28, 1) if name == "mlp" else (1, 32, 32, 3)))
+        return m
+
+    m = init("glorot")
+    assert m.get_config()["kernel_init"] == "glorot"
+    kernels = [v.numpy() for v in m.trainable_variables if "kernel" in v.path]
+    assert len(kernels) == (5 if name == "mlp" else 10)
+    for w in kernels:
+        receptive = int(np.prod(w.shape[:-2])) if w.ndim > 2 else 1
+        fan_in, fan_out = w.shape[-2] * receptive, w.shape[-1] * receptive
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        assert np.abs(w).max() <= limit + 1e-7
+        np.testing.assert_allclose(w.std(), limit / np.sqrt(3.0), rtol=0.05 if w.size > 5000 else 0.3)
+    # Same seed, same draw; the upstream kind is the default and a different draw.
+    for a, b in zip(kernels, [v.numpy() for v in init("glorot").trainable_variables
+                              if "kernel" in v.path]):
+        np.testing.assert_array_equal(a, b)
+    up = [v.numpy() for v in init("upstream").trainable_variables if "kernel" in v.path]
+    keras.utils.set_random_seed(5)
+    default = registry.build(name)
+    default(tf.zeros((1, 28, 28, 1) if name == "mlp" else (1, 32, 32, 3)))
+    for a, b in zip(up, [v.numpy() for v in default.trainable_variables if "kernel" in v.path]):
+        np.testing.assert_array_equal(a, b)
+    assert up[0].std() > 1.2 * kernels[0].std()  # He-scale (2.6 / fan_in) vs Glorot
+    with pytest.raises(ValueError, match="kernel initializer"):
+        registry.build(name, kernel_init="he")
+
+
 @pytest.mark.parametrize("name,shape", [("conv_large", (32, 32, 3)), ("conv_large", (28, 28, 1)),
                                         ("conv_small", (32, 32, 3)), ("mlp", (28, 28, 1)),
                                         ("mlp", (8, 8, 1)), ("tiny_cnn", (16, 16, 3)),

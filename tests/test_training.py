@@ -23,9 +23,9 @@ from lvat_tf.training.optimizer import UpstreamAdam, upstream_schedule
 from lvat_tf.regularizers.base import Regularizer
 
 
-def _ssl_model(regs, seed=0, keep_prob=0.5):
+def _ssl_model(regs, seed=0, keep_prob=0.5, bn_decay=0.99):
     keras.utils.set_random_seed(seed)
-    clf = registry.build("tiny_cnn", keep_prob_hidden=keep_prob)
+    clf = registry.build("tiny_cnn", keep_prob_hidden=keep_prob, bn_decay=bn_decay)
     clf(tf.zeros((1, 16, 16, 3)))
     m = SSLModel(clf, regs, seed=3)
     m.compile(optimizer=UpstreamAdam(1e-3))
@@ -59,6 +59,24 @@ def test_bn_statistics_come_from_the_labeled_pass_only():
     w_vat = vat.classifier.trainable_variables[0].numpy()
     w_base = base.classifier.trainable_variables[0].numpy()
     assert np.max(np.abs(w_vat - w_base)) > 0  # the VAT term did change the update
+
+
+@pytest.mark.parametrize("power_iteration", ["finite_difference", "exact"])
+def test_bn_decay_changes_the_moving_statistics_but_not_the_trained_weights(power_iteration):
+    # Issue 11 item 4 lists BN decay among what might decide VAT's basin. With upstream's
+    # BN modes no training pass reads the moving statistics (labeled pass: batch
+    # statistics + update; clean and perturbed unlabeled passes: batch statistics), so
+    # the decay cannot change the trajectory, only the inference-time statistics.
+    runs = []
+    for decay in (0.99, 0.5):
+        m = _ssl_model([VAT(epsilon=2.0, power_iteration=power_iteration)], bn_decay=decay)
+        for i in range(3):
+            m.train_step(_batch(i))
+        runs.append(m.classifier)
+    for a, b in zip(runs[0].trainable_variables, runs[1].trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert any(np.max(np.abs(a.numpy() - b.numpy())) > 1e-3
+               for a, b in zip(runs[0].non_trainable_variables, runs[1].non_trainable_variables))
 
 
 def test_unlabeled_passes_share_one_dropout_mask_and_labeled_pass_another():

@@ -17,7 +17,7 @@ Every classifier is called as ``model(x, bn_mode=..., dropout_seed=...)``:
 import keras
 import tensorflow as tf
 
-from lvat_tf.models.layers import (UpstreamBatchNorm, UpstreamVarianceScaling, fold_seed,
+from lvat_tf.models.layers import (UpstreamBatchNorm, fold_seed, kernel_initializer,
                                    stateless_dropout)
 
 
@@ -66,7 +66,8 @@ class ConvNet(Classifier):
     followed by BN and leaky ReLU; after each stage a 2x2/2 SAME max-pool and
     dropout; then a 3x3 VALID conv, two 1x1 convs (each + BN + lReLU), global
     average pooling, a dense layer with bias to the logits, and optionally BN
-    on the logits (``top_bn``).
+    on the logits (``top_bn``). Kernels drawn by ``kernel_init`` (one of
+    :data:`layers.KERNEL_INITS`; ``upstream`` = vat_tf's).
 
     Input (B, H, W, C) with H, W >= 4 * 3 after the two pools' rounding (e.g.
     32x32x3, 28x28x1). Output logits (B, num_classes).
@@ -74,8 +75,9 @@ class ConvNet(Classifier):
 
     def __init__(self, stage_widths=((128, 128, 128), (256, 256, 256)),
                  top_widths=(512, 256, 128), num_classes=10, keep_prob_hidden=0.5,
-                 lrelu_a=0.1, top_bn=False, bn_decay=0.99, **kwargs):
+                 lrelu_a=0.1, top_bn=False, bn_decay=0.99, kernel_init="upstream", **kwargs):
         super().__init__(**kwargs)
+        self.kernel_init = kernel_init
         self.stage_widths = tuple(tuple(s) for s in stage_widths)
         self.top_widths = tuple(top_widths)
         self.num_classes = num_classes
@@ -94,9 +96,10 @@ class ConvNet(Classifier):
             else:
                 k, pad = 1, "valid"
             self.convs.append(keras.layers.Conv2D(w, k, padding=pad, use_bias=False,
-                                                  kernel_initializer=UpstreamVarianceScaling(), name=f"c{i + 1}"))
+                                                  kernel_initializer=kernel_initializer(kernel_init),
+                                                  name=f"c{i + 1}"))
             self.bns.append(UpstreamBatchNorm(decay=bn_decay, name=f"b{i + 1}"))
-        self.fc = keras.layers.Dense(num_classes, kernel_initializer=UpstreamVarianceScaling(),
+        self.fc = keras.layers.Dense(num_classes, kernel_initializer=kernel_initializer(kernel_init),
                                      bias_initializer="zeros", name="fc")
         self.top_bn = UpstreamBatchNorm(decay=bn_decay, name="bfc") if top_bn else None
 
@@ -136,7 +139,8 @@ class ConvNet(Classifier):
         cfg = super().get_config()
         cfg.update(stage_widths=self.stage_widths, top_widths=self.top_widths,
                    num_classes=self.num_classes, keep_prob_hidden=self.keep_prob_hidden,
-                   lrelu_a=self.lrelu_a, top_bn=self.use_top_bn, bn_decay=self.bn_decay)
+                   lrelu_a=self.lrelu_a, top_bn=self.use_top_bn, bn_decay=self.bn_decay,
+                   kernel_init=self.kernel_init)
         return cfg
 
 
@@ -147,21 +151,25 @@ class MLP(Classifier):
     Default widths 1200-600-300-150 then a dense layer with bias to the logits
     (optional BN on the logits with ``top_bn``). Input (B, ...) is flattened, so
     any image size works. No dropout (the VAT MLP has none); ``dropout_seed``
-    is accepted and ignored.
+    is accepted and ignored. Kernels drawn by ``kernel_init`` (vat_tf has no
+    MLP; ``upstream`` is its conv initializer, ``glorot`` Keras' default).
     """
 
     def __init__(self, hidden=(1200, 600, 300, 150), num_classes=10, top_bn=False,
-                 bn_decay=0.99, **kwargs):
+                 bn_decay=0.99, kernel_init="upstream", **kwargs):
         super().__init__(**kwargs)
+        self.kernel_init = kernel_init
         self.hidden = tuple(hidden)
         self.num_classes = num_classes
         self.use_top_bn = top_bn
         self.bn_decay = bn_decay
-        self.denses = [keras.layers.Dense(w, use_bias=False, kernel_initializer=UpstreamVarianceScaling(),
+        self.denses = [keras.layers.Dense(w, use_bias=False,
+                                          kernel_initializer=kernel_initializer(kernel_init),
                                           name=f"l{i + 1}") for i, w in enumerate(self.hidden)]
         self.bns = [UpstreamBatchNorm(decay=bn_decay, name=f"b{i + 1}")
                     for i in range(len(self.hidden))]
-        self.fc = keras.layers.Dense(num_classes, kernel_initializer=UpstreamVarianceScaling(), name="fc")
+        self.fc = keras.layers.Dense(num_classes, kernel_initializer=kernel_initializer(kernel_init),
+                                     name="fc")
         self.top_bn = UpstreamBatchNorm(decay=bn_decay, name="bfc") if top_bn else None
 
     def _forward(self, x, bn_mode, dropout_seed, dropout_masks=None):
@@ -176,7 +184,7 @@ class MLP(Classifier):
     def get_config(self):
         cfg = super().get_config()
         cfg.update(hidden=self.hidden, num_classes=self.num_classes, top_bn=self.use_top_bn,
-                   bn_decay=self.bn_decay)
+                   bn_decay=self.bn_decay, kernel_init=self.kernel_init)
         return cfg
 
 

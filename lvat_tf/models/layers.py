@@ -20,6 +20,13 @@ from lvat_tf import distribute
 #: and perturbed pass); ``moving``: inference with the moving statistics.
 BN_MODES = ("update", "batch", "moving")
 
+#: Kernel initializers of the batch-norm classifiers (``--kernel_init``).
+#: ``upstream``: vat_tf's truncated normal with stddev sqrt(1.3 * 2 / fan_in)
+#: (:class:`UpstreamVarianceScaling`); ``glorot``: Keras' default Glorot uniform,
+#: limit sqrt(6 / (fan_in + fan_out)) (what ``../shared/tools/minimal_vat_mlp.py``
+#: uses unless told ``INIT=he``).
+KERNEL_INITS = ("upstream", "glorot")
+
 
 @keras.saving.register_keras_serializable("lvat_tf")
 class UpstreamVarianceScaling(keras.initializers.Initializer):
@@ -44,6 +51,19 @@ class UpstreamVarianceScaling(keras.initializers.Initializer):
 
     def get_config(self):
         return {"factor": self.factor, "seed": self.seed}
+
+
+def kernel_initializer(kind: str = "upstream") -> keras.initializers.Initializer:
+    """A fresh initializer of one of :data:`KERNEL_INITS`, seeded from Python's RNG.
+
+    One per layer, so that ``keras.utils.set_random_seed`` (``--seed`` or
+    ``--init_seed``) makes every layer's draw reproducible for both kinds.
+    """
+    if kind == "upstream":
+        return UpstreamVarianceScaling()
+    if kind == "glorot":
+        return keras.initializers.GlorotUniform(seed=random.randint(1, 2**31 - 1))
+    raise ValueError(f"kernel initializer must be one of {'|'.join(KERNEL_INITS)}, got {kind!r}")
 
 
 @keras.saving.register_keras_serializable("lvat_tf")

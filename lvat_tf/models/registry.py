@@ -1,7 +1,7 @@
 """The model registry: ``--model`` name -> builder.
 
 A builder takes keyword arguments (num_classes, keep_prob_hidden, lrelu_a,
-top_bn, bn_decay) and returns an unbuilt classifier. Tiny variants used by the
+top_bn, bn_decay, kernel_init) and returns an unbuilt classifier. Tiny variants used by the
 tests live beside the real ones.
 """
 from typing import Callable, Dict
@@ -23,29 +23,41 @@ def names():
 
 
 def build(name: str, *, num_classes=10, keep_prob_hidden=0.5, lrelu_a=0.1, top_bn=False,
-          bn_decay=0.99):
+          bn_decay=0.99, kernel_init="upstream"):
     if name not in _BUILDERS:
         raise KeyError(f"unknown model {name!r}; expected one of {'|'.join(names())}")
     return _BUILDERS[name](num_classes=num_classes, keep_prob_hidden=keep_prob_hidden,
-                           lrelu_a=lrelu_a, top_bn=top_bn, bn_decay=bn_decay)
+                           lrelu_a=lrelu_a, top_bn=top_bn, bn_decay=bn_decay,
+                           kernel_init=kernel_init)
 
 
 def build_from_config(cfg, num_classes):
     return build(cfg.model, num_classes=num_classes, keep_prob_hidden=cfg.keep_prob_hidden,
-                 lrelu_a=cfg.lrelu_a, top_bn=cfg.top_bn, bn_decay=cfg.bn_stats_decay_factor)
+                 lrelu_a=cfg.lrelu_a, top_bn=cfg.top_bn, bn_decay=cfg.bn_stats_decay_factor,
+                 kernel_init=cfg.kernel_init)
+
+
+#: Models whose kernels follow ``--kernel_init``; Lenet++ keeps Keras' defaults.
+KERNEL_INIT_MODELS = set()
 
 
 def _conv(stages, top, name):
-    def builder(num_classes, keep_prob_hidden, lrelu_a, top_bn, bn_decay):
+    KERNEL_INIT_MODELS.add(name)
+
+    def builder(num_classes, keep_prob_hidden, lrelu_a, top_bn, bn_decay, kernel_init):
         return ConvNet(stages, top, num_classes=num_classes, keep_prob_hidden=keep_prob_hidden,
-                       lrelu_a=lrelu_a, top_bn=top_bn, bn_decay=bn_decay, name=name)
+                       lrelu_a=lrelu_a, top_bn=top_bn, bn_decay=bn_decay,
+                       kernel_init=kernel_init, name=name)
     return builder
 
 
 def _mlp(hidden, name):
-    def builder(num_classes, keep_prob_hidden, lrelu_a, top_bn, bn_decay):
+    KERNEL_INIT_MODELS.add(name)
+
+    def builder(num_classes, keep_prob_hidden, lrelu_a, top_bn, bn_decay, kernel_init):
         del keep_prob_hidden, lrelu_a  # the VAT MLP has no dropout and uses ReLU
-        return MLP(hidden, num_classes=num_classes, top_bn=top_bn, bn_decay=bn_decay, name=name)
+        return MLP(hidden, num_classes=num_classes, top_bn=top_bn, bn_decay=bn_decay,
+                   kernel_init=kernel_init, name=name)
     return builder
 
 
@@ -67,8 +79,10 @@ register("conv_small_svhn")(_conv(((64,) * 3, (128,) * 3), (128, 128, 128), "con
 register("mlp")(_mlp((1200, 600, 300, 150), "mlp"))
 # Lenet++ (center-loss paper; MAT paper's MNIST model), 2-d embedding.
 @register("lenet_pp")
-def _lenet_pp(num_classes, keep_prob_hidden, lrelu_a, top_bn, bn_decay):
-    del keep_prob_hidden, lrelu_a, top_bn, bn_decay  # no dropout, PReLU, no BN
+def _lenet_pp(num_classes, keep_prob_hidden, lrelu_a, top_bn, bn_decay, kernel_init):
+    # no dropout, PReLU, no BN; Keras' default initializers (config.validate refuses
+    # another --kernel_init for it)
+    del keep_prob_hidden, lrelu_a, top_bn, bn_decay, kernel_init
     return LeNetPP(num_classes=num_classes, name="lenet_pp")
 
 
@@ -78,6 +92,6 @@ register("tiny_mlp")(_mlp((32, 16), "tiny_mlp"))
 
 
 @register("tiny_lenet_pp")
-def _tiny_lenet_pp(num_classes, keep_prob_hidden, lrelu_a, top_bn, bn_decay):
-    del keep_prob_hidden, lrelu_a, top_bn, bn_decay
+def _tiny_lenet_pp(num_classes, keep_prob_hidden, lrelu_a, top_bn, bn_decay, kernel_init):
+    del keep_prob_hidden, lrelu_a, top_bn, bn_decay, kernel_init
     return LeNetPP(widths=(4, 8), num_classes=num_classes, name="tiny_lenet_pp")
