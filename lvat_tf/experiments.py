@@ -17,7 +17,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from absl import logging
 from scipy import stats
 
-from lvat_tf import analysis, robustness
+from lvat_tf import analysis, hardware, recipes, robustness
 from lvat_tf.checkpointing import CheckpointError
 from lvat_tf.config import ConfigError, make_config
 from lvat_tf.data import DataError
@@ -488,7 +488,9 @@ def run_recipe(recipe, output_dir: str, variants: Optional[Sequence[str]] = None
                overrides: Optional[dict] = None, num_seeds: int = 1,
                dataset_seeds: Optional[Sequence[int]] = None, data_dir: Optional[str] = None,
                attacks: Optional[Sequence[str]] = None, robustness_examples: int = 0,
-               paired_with: Optional[Sequence[str]] = None) -> Tuple[str, dict]:
+               paired_with: Optional[Sequence[str]] = None,
+               bfloat16: str = recipes.DEFAULT_BFLOAT16,
+               has_amx: Optional[bool] = None) -> Tuple[str, dict]:
     """Runs a recipe's variants over the seed grid on one budget and tabulates them.
 
     Every run resumes from its checkpoints; rows of variants not run now are
@@ -506,6 +508,11 @@ def run_recipe(recipe, output_dir: str, variants: Optional[Sequence[str]] = None
       attacks: robustness attacks to evaluate finished variants with (default:
         the recipe's).
       robustness_examples: test examples per attack evaluation (0 = all).
+      paired_with: the reference variants of the paired table (default: the recipe's).
+      bfloat16: one of :data:`lvat_tf.recipes.BFLOAT16_MODES`: whether a variant's
+        verified bfloat16 twin (``recipe.bfloat16_twins``) runs in its place (logged);
+        ``auto``: on CPUs with AMX.
+      has_amx: the CPU's AMX, for ``auto`` (default: :func:`lvat_tf.hardware.has_amx`).
 
     Returns:
       (Markdown table, summary dict); both are also written as
@@ -521,6 +528,19 @@ def run_recipe(recipe, output_dir: str, variants: Optional[Sequence[str]] = None
     if unknown:
         raise ExperimentError(f"--variants: unknown variant {unknown[0]!r}; expected some of "
                               + ",".join(names))
+    if bfloat16 not in recipes.BFLOAT16_MODES:
+        raise ExperimentError(f"--bfloat16: expected one of {'|'.join(recipes.BFLOAT16_MODES)}, "
+                              f"got {bfloat16!r}")
+    amx = hardware.has_amx() if has_amx is None else has_amx
+    chosen, swaps = recipes.with_bfloat16_twins(recipe, chosen, bfloat16, amx)
+    evidence = {v: e for v, _, e in recipe.bfloat16_twins}
+    for variant, twin in swaps.items():
+        logging.info("--bfloat16=%s%s: running %s (the same run under --mixed_precision) in "
+                     "place of %s; seeds showed it as accurate (%s); --bfloat16=off runs %s",
+                     bfloat16, " on an AMX CPU" if bfloat16 == "auto" else "", twin, variant,
+                     evidence[variant], variant)
+    if recipe.bfloat16_twins and not swaps and bfloat16 == "auto":
+        logging.info("--bfloat16=auto: no AMX on this CPU, the variants run as named")
     base = dict(recipe.base, **(overrides or {}))
     if data_dir:
         base["data_dir"] = data_dir
@@ -530,6 +550,7 @@ def run_recipe(recipe, output_dir: str, variants: Optional[Sequence[str]] = None
     except ValueError as e:
         raise ExperimentError(f"--seeds/--dataset_seeds: {e}") from None
     references = tuple(paired_with) if paired_with else recipe.references()
+    references = tuple(swaps.get(r, r) for r in references)
     bad = [r for r in references if r not in names]
     if bad:
         raise ExperimentError(f"--paired_with: unknown variant {bad[0]!r}; expected some of "

@@ -5,7 +5,7 @@ A recipe is a base config plus named variants (a method and its overrides).
 tabulates test error and time.
 """
 import dataclasses
-from typing import Dict, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +24,11 @@ class Recipe:
       paired_with: variants every other variant is compared with seed by seed
         (same seed and labeled subset: the paired differences of
         lvat_tf.experiments.paired_differences); empty = the first variant.
+      bfloat16_twins: (variant, twin, evidence) triples: ``twin`` is ``variant``
+        under ``mixed_precision`` (nothing else differs, checked), listed only once
+        seeds showed the twin's test error within the float32 variant's spread;
+        ``evidence`` names that measurement. :func:`with_bfloat16_twins` runs the
+        twin instead where bfloat16 pays (issue 15 item 4).
     """
 
     name: str
@@ -33,6 +38,7 @@ class Recipe:
     robustness: Tuple[str, ...] = ()
     generative: Dict[str, Dict] = dataclasses.field(default_factory=dict)
     paired_with: Tuple[str, ...] = ()
+    bfloat16_twins: Tuple[Tuple[str, str, str], ...] = ()
 
     def references(self) -> Tuple[str, ...]:
         """The variants the others are paired with (``paired_with`` or the first)."""
@@ -43,6 +49,51 @@ class Recipe:
         bad = [r for r in self.paired_with if r not in names]
         if bad:
             raise ValueError(f"recipe {self.name}: paired_with names unknown variant {bad[0]!r}")
+        overrides = dict(self.variants)
+        for variant, twin, evidence in self.bfloat16_twins:
+            if variant not in overrides or twin not in overrides:
+                raise ValueError(f"recipe {self.name}: bfloat16 twin ({variant}, {twin}) names "
+                                 "an unknown variant")
+            fp32 = dict(self.base, **overrides[variant])
+            if fp32.get("mixed_precision") or dict(fp32, mixed_precision=True) != dict(
+                    self.base, **overrides[twin]):
+                raise ValueError(f"recipe {self.name}: {twin} is not {variant} under "
+                                 "mixed_precision alone")
+            if not evidence:
+                raise ValueError(f"recipe {self.name}: bfloat16 twin {twin} names no evidence")
+
+
+#: reproduce.py --bfloat16: ``auto`` runs a variant's verified bfloat16 twin on CPUs with
+#: AMX (where bfloat16 convolutions and matmuls ran 3-5x faster, docs/results.md
+#: 'bfloat16 where it pays'), ``on`` on any machine, ``off`` never.
+BFLOAT16_MODES = ("auto", "on", "off")
+DEFAULT_BFLOAT16 = "auto"
+
+
+def with_bfloat16_twins(recipe: Recipe, chosen: Sequence[str], mode: str, has_amx: bool
+                        ) -> Tuple[List[str], Dict[str, str]]:
+    """The variants to run when each verified bfloat16 twin may stand in for its variant.
+
+    Args:
+      recipe: the recipe.
+      chosen: variant names asked for, in order.
+      mode: one of :data:`BFLOAT16_MODES`.
+      has_amx: whether this CPU has AMX (``lvat_tf.hardware.has_amx``).
+
+    Returns:
+      (variants to run, in ``chosen``'s order without repeats; {variant: its twin} for
+      every variant replaced).
+    """
+    if mode not in BFLOAT16_MODES:
+        raise ValueError(f"--bfloat16: expected one of {'|'.join(BFLOAT16_MODES)}, got {mode!r}")
+    use = mode == "on" or (mode == "auto" and has_amx)
+    swaps = {v: t for v, t, _ in recipe.bfloat16_twins if use and v in chosen}
+    run: List[str] = []
+    for name in chosen:
+        name = swaps.get(name, name)
+        if name not in run:
+            run.append(name)
+    return run, swaps
 
 
 RECIPES: Dict[str, Recipe] = {}
@@ -196,6 +247,11 @@ register(Recipe(
                                        consistency_rampup=1000)),
     ),
     paired_with=("baseline", "vat_eps5"),
+    # The one variant whose bfloat16 twin was compared with seeds (session 5: 6.35 ± 1.09 %
+    # against 7.06 ± 0.45 %, 3 seeds each, inside the spread; the MLP step 0.67-0.76x on
+    # an AMX Xeon).
+    bfloat16_twins=(("vat_eps5_exact", "vat_eps5_exact_bf16",
+                     "docs/results.md#training-dynamics, session 5"),),
     # One VAE and one Glow for every LVAT row and seed: MNIST's train.py defaults
     # (VAE widths 32-64-128, 10 epochs of batch 32; Glow L 3, K 4, width 32, 1,500
     # steps; DatasetDefaults in lvat_tf/data/registry.py).

@@ -21,6 +21,8 @@ import os
 import _common  # noqa: F401
 from absl import app, flags
 
+from lvat_tf.recipes import BFLOAT16_MODES, DEFAULT_BFLOAT16  # light: no TensorFlow import
+
 flags.DEFINE_string("recipe", "mnist100", "Recipe name (lvat_tf/recipes.py).")
 flags.DEFINE_list("variants", None, "Subset of the recipe's variants (default: all).")
 flags.DEFINE_string("output_dir", "runs/reproduce", "Where the runs and the summary go.")
@@ -40,6 +42,10 @@ flags.DEFINE_integer("robustness_examples", 0, "Test examples per robustness eva
 flags.DEFINE_list("paired_with", None, "Variants every other row is compared with seed by seed "
                   "(same seed and labeled subset; the table's 'Paired by seed' part; default: "
                   "the recipe's references, e.g. baseline,vat).")
+flags.DEFINE_enum("bfloat16", DEFAULT_BFLOAT16, list(BFLOAT16_MODES), "Run a variant's bfloat16 twin "
+                  "(the same run under --mixed_precision, listed in the recipe only where seeds "
+                  "showed it as accurate) in its place: auto = on CPUs with AMX (logged), on = "
+                  "anywhere, off = the variants as named.")
 FLAGS = flags.FLAGS
 
 
@@ -70,7 +76,7 @@ def main():
         recipe, FLAGS.output_dir, variants=FLAGS.variants, overrides=overrides,
         num_seeds=FLAGS.seeds, dataset_seeds=dataset_seeds, data_dir=data_dir,
         attacks=attacks, robustness_examples=FLAGS.robustness_examples,
-        paired_with=FLAGS.paired_with)
+        paired_with=FLAGS.paired_with, bfloat16=FLAGS.bfloat16)
     print(table)
 
 

@@ -92,6 +92,62 @@ def test_recipe_references_default_to_the_first_variant_and_are_checked():
         Recipe(name="x", description="x", base={}, variants=(("a", {}),), paired_with=("c",))
 
 
+def _twin_recipe(**kw):
+    from lvat_tf.recipes import RECIPES, Recipe
+
+    base = dict(RECIPES["digits100"].base, num_epochs=1, epoch_decay_start=1,
+                num_iter_per_epoch=10)
+    fields = dict(name="twins", description="twins", base=base,
+                  variants=(("baseline", dict(method="baseline")),
+                            ("baseline_bf16", dict(method="baseline", mixed_precision=True)),
+                            ("vat", dict(method="vat"))),
+                  bfloat16_twins=(("baseline", "baseline_bf16", "a test"),))
+    fields.update(kw)
+    return Recipe(**fields)
+
+
+def test_bfloat16_twins_stand_in_only_where_asked_and_verified():
+    from lvat_tf.recipes import RECIPES, with_bfloat16_twins
+
+    r = _twin_recipe()
+    both = ["baseline", "vat"]
+    assert with_bfloat16_twins(r, both, "auto", has_amx=True) == (
+        ["baseline_bf16", "vat"], {"baseline": "baseline_bf16"})
+    assert with_bfloat16_twins(r, both, "auto", has_amx=False) == (both, {})
+    assert with_bfloat16_twins(r, both, "on", has_amx=False)[0] == ["baseline_bf16", "vat"]
+    assert with_bfloat16_twins(r, both, "off", has_amx=True) == (both, {})
+    # Asked for both the variant and its twin: the twin runs once.
+    assert with_bfloat16_twins(r, ["baseline", "baseline_bf16"], "on", False)[0] == [
+        "baseline_bf16"]
+    with pytest.raises(ValueError, match="--bfloat16"):
+        with_bfloat16_twins(r, both, "maybe", True)
+    # A twin must be its variant under mixed_precision and nothing else, with evidence.
+    with pytest.raises(ValueError, match="not baseline under mixed_precision alone"):
+        _twin_recipe(bfloat16_twins=(("baseline", "vat", "x"),))
+    with pytest.raises(ValueError, match="names no evidence"):
+        _twin_recipe(bfloat16_twins=(("baseline", "baseline_bf16", ""),))
+    with pytest.raises(ValueError, match="unknown variant"):
+        _twin_recipe(bfloat16_twins=(("baseline", "nope", "x"),))
+    assert RECIPES["mnist100_4k"].bfloat16_twins[0][:2] == ("vat_eps5_exact",
+                                                           "vat_eps5_exact_bf16")
+
+
+def test_run_recipe_runs_the_twin_in_place_of_its_variant(tmp_path):
+    r = _twin_recipe()
+    _, summary = experiments.run_recipe(r, str(tmp_path), variants=["baseline"],
+                                        bfloat16="auto", has_amx=True, attacks=[])
+    assert [row["variant"] for row in summary["rows"]] == ["baseline_bf16"]
+    cfg = json.load(open(tmp_path / "twins" / "baseline_bf16" / "config.json"))
+    assert cfg["mixed_precision"] is True
+    assert not (tmp_path / "twins" / "baseline").exists()
+    _, summary = experiments.run_recipe(r, str(tmp_path), variants=["baseline"],
+                                        bfloat16="auto", has_amx=False, attacks=[])
+    assert json.load(open(tmp_path / "twins" / "baseline" / "config.json"))[
+        "mixed_precision"] is False
+    with pytest.raises(experiments.ExperimentError, match="--bfloat16"):
+        experiments.run_recipe(r, str(tmp_path), bfloat16="sometimes")
+
+
 def test_reproduce_rejects_an_unknown_paired_with_variant(tmp_path):
     p = run_script("reproduce.py", "--recipe=digits100", "--paired_with=vat,nope",
                    f"--output_dir={tmp_path}")
