@@ -145,3 +145,50 @@ def test_monitor_flags_an_absorbed_class_from_the_labeled_sets_shares(tmp_path):
     rec = json.loads((tmp_path / "collapse.json").read_text())
     assert rec["kind"] == "absorbed" and rec["final"] == "absorbed"
     assert "class(es) 4 (0.0 % of the predictions)" in rec["message"]
+
+
+def test_a_class_wrong_on_its_own_labels_is_unfitted_not_a_consistency_collapse():
+    # Lenet++ (session 17): every class fitted but one, whose labeled images all go to 1.
+    k = 10
+    y = np.repeat(np.arange(k), 10)
+    pred = np.where(y == 0, 1, y)
+    pred[15] = 3  # one more mistake elsewhere: the rest stays fitted (89/90)
+    assert collapse.unfitted_classes(y, pred, k) == [0]
+    acc = collapse.labeled_class_accuracy(y, pred, k)
+    assert acc[0] == 0.0 and acc[1] == pytest.approx(0.9) and acc[2] == 1.0
+    # An early epoch (the other classes not fitted yet) is training, not a failure.
+    early = np.where(np.arange(len(y)) % 10 < 6, y, (y + 1) % k)  # 60 % right in each class
+    early[y == 0] = 1
+    assert collapse.unfitted_classes(y, early, k) == []
+    # Several classes lost while the others are fitted is the same failure.
+    assert collapse.unfitted_classes(y, np.where(y < 6, y, 0), k) == [6, 7, 8, 9]
+    assert collapse.unfitted_classes(y, y, k) == []
+    # Checked before the fit threshold: labeled accuracy 0.89 is still flagged.
+    u = np.repeat(np.arange(k), [0, 200, 100, 100, 100, 100, 100, 100, 100, 100])
+    stats = collapse.prediction_stats(np.eye(k)[u])
+    assert collapse.classify(stats, 0.89, k) is None
+    assert collapse.classify(stats, 0.89, k, unfitted=[0]) == "unfitted"
+    stats["labeled_class_accuracy"] = acc
+    msg = collapse.collapse_message("unfitted", stats, 0.89, "center_loss", 4000)
+    assert "class 0 (0 % of its labeled images right, 0.0 % of the unlabeled predictions)" in msg
+    assert "optimisation failure" in msg and "--num_epochs" in msg
+    # A class absent from the labels has no accuracy and is never unfitted.
+    assert collapse.labeled_class_accuracy(y[y != 5], pred[y != 5], k)[5] is None
+
+
+def test_monitor_flags_a_class_missing_on_its_labels_as_unfitted(tmp_path):
+    y = np.arange(20) % 10
+    x_l = np.zeros((20, 4, 4, 1), np.float32)
+    x_l[:, 0, 0, 0] = np.where(y == 4, 9, y) / 10.0  # the labeled 4s look like 9s
+    u = np.array([c for c in range(10) if c != 4] * 11 + [9] * 11)
+    x_u = np.zeros((len(u), 4, 4, 1), np.float32)
+    x_u[:, 0, 0, 0] = u / 10.0
+    mon = collapse.CollapseMonitor(_Lookup(), x_u, x_l, y, "center_loss", eval_freq=1,
+                                   num_epochs=1, save_path=str(tmp_path / "collapse.json"))
+    fake = _FakeModel()
+    mon.set_model(fake)
+    mon.on_epoch_end(0)
+    rec = json.loads((tmp_path / "collapse.json").read_text())
+    assert rec["kind"] == "unfitted" and rec["final"] == "unfitted"
+    assert rec["history"][0]["labeled_class_accuracy"][4] == 0.0
+    assert "class 4 (0 % of its labeled images right" in rec["message"]
