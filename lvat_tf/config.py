@@ -89,7 +89,7 @@ class Config:
     bn_stats_decay_factor: float = 0.99
     # ours: the kernels' initializer (models.layers.KERNEL_INITS); vat_tf's conv init by
     # default, also for the MLP, which vat_tf lacks (measured against Keras' Glorot
-    # uniform on MNIST-100: docs/results.md 'What else decides the basin').
+    # uniform on MNIST-100, no better: docs/results.md#basin-settings).
     kernel_init: str = "upstream"
     # method
     method: str = "vat"
