@@ -528,11 +528,11 @@ def run_recipe(recipe, output_dir: str, variants: Optional[Sequence[str]] = None
     if unknown:
         raise ExperimentError(f"--variants: unknown variant {unknown[0]!r}; expected some of "
                               + ",".join(names))
-    if bfloat16 not in recipes.BFLOAT16_MODES:
-        raise ExperimentError(f"--bfloat16: expected one of {'|'.join(recipes.BFLOAT16_MODES)}, "
-                              f"got {bfloat16!r}")
     amx = hardware.has_amx() if has_amx is None else has_amx
-    chosen, swaps = recipes.with_bfloat16_twins(recipe, chosen, bfloat16, amx)
+    try:  # the mode is checked there (ValueError naming --bfloat16)
+        chosen, swaps = recipes.with_bfloat16_twins(recipe, chosen, bfloat16, amx)
+    except ValueError as e:
+        raise ExperimentError(str(e)) from None
     evidence = {v: e for v, _, e in recipe.bfloat16_twins}
     for variant, twin in swaps.items():
         logging.info("--bfloat16=%s%s: running %s (the same run under --mixed_precision) in "
