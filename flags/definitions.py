@@ -57,6 +57,12 @@ def define_flags(script: str = "train") -> None:
                     "data dir. Default depends on the dataset: /tmp/cifar10, /tmp/svhn, "
                     "/tmp/mnist, /tmp/fashion_mnist (vat_tf pattern). [vat_tf]")
     d.DEFINE_integer("dataset_seed", U["dataset_seed"], "Seed of the labeled-subset draw. [vat_tf]")
+    d.DEFINE_enum("label_scheme", None, ["balanced", "random", "per_class"], "How the labeled "
+                  "subset is drawn: balanced = n/K per class in the order of one permutation of "
+                  "the training set (vat_tf cifar10.py), random = the first n of it (vat_tf "
+                  "svhn.py), per_class = each class permuted in turn, first n/K (the draw of "
+                  "../shared/tools/minimal_vat_mlp.py). Default depends on the dataset: svhn "
+                  "random, the others balanced. [ours]")
     d.DEFINE_integer("num_labeled_examples", None, "Labeled examples. Default depends on the "
                      "dataset: cifar10 4000, svhn 1000 (vat_tf); mnist, fashion_mnist, digits "
                      "100. [vat_tf]")

@@ -19,6 +19,7 @@ from absl import logging
 
 from lvat_tf import files
 from lvat_tf.data import registry as data_registry
+from lvat_tf.data.ssl import LABEL_SCHEMES
 from lvat_tf.distribute import STRATEGIES
 from lvat_tf.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
 from lvat_tf.generative.model_dir import BFLOAT16_DECODERS
@@ -65,6 +66,9 @@ class Config:
     dataset: str = "cifar10"
     data_dir: str | None = None
     dataset_seed: int = 1
+    # ours: how the labeled subset is drawn (None = the dataset's own scheme,
+    # resolved by make_config; lvat_tf/data/ssl.py).
+    label_scheme: str | None = None
     num_labeled_examples: int | None = None
     num_valid_examples: int = 1000
     validation: bool = False
@@ -229,6 +233,8 @@ def make_config(script: str = "train", **values) -> Config:
         resolved["data_dir"] = ds.data_dir
     if cfg.model is None:
         resolved["model"] = ds.model
+    if cfg.label_scheme is None:
+        resolved["label_scheme"] = data_registry.get_spec(cfg.dataset).label_scheme
     if cfg.epsilon is None:
         resolved["epsilon"] = default_epsilon(cfg.method, cfg.dataset, augmented)
     if cfg.vae_num_epochs is None:
@@ -321,10 +327,14 @@ def validate(cfg: Config) -> None:
     if cfg.num_labeled_examples > spec.num_train:
         raise ConfigError("num_labeled_examples", f"{cfg.num_labeled_examples} labeled examples "
                           f"requested but {cfg.dataset} has {spec.num_train} training examples")
-    if spec.label_scheme == "balanced" and cfg.num_labeled_examples % spec.num_classes:
+    scheme = cfg.label_scheme or spec.label_scheme
+    if scheme not in LABEL_SCHEMES:
+        raise ConfigError("label_scheme", f"expected one of {'|'.join(LABEL_SCHEMES)}, got "
+                          f"{scheme!r}")
+    if scheme in ("balanced", "per_class") and cfg.num_labeled_examples % spec.num_classes:
         raise ConfigError("num_labeled_examples", f"{cfg.dataset} draws a class-balanced labeled "
-                          f"set: expected a multiple of {spec.num_classes}, got "
-                          f"{cfg.num_labeled_examples}")
+                          f"set (--label_scheme={scheme}): expected a multiple of "
+                          f"{spec.num_classes}, got {cfg.num_labeled_examples}")
     if cfg.validation:
         if spec.validation_scheme == "from_labeled" and \
                 cfg.num_valid_examples >= cfg.num_labeled_examples:

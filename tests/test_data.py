@@ -60,6 +60,27 @@ def test_random_labels_match_upstream_svhn_procedure():
     np.testing.assert_array_equal(s.labeled, np.random.RandomState(1).permutation(5000)[:1000])
 
 
+def test_per_class_labels_are_the_minimal_instruments_draw():
+    """--label_scheme=per_class: the subset ../shared/tools/minimal_vat_mlp.py trains on."""
+    y = np.random.RandomState(5).randint(0, 10, 3000)
+    s = make_split(y, 200, 10, "per_class", "from_labeled", dataset_seed=1)
+    rng = np.random.RandomState(1)  # the instrument's draw, as its docstring states it
+    want = np.concatenate([rng.permutation(np.where(y == c)[0])[:20] for c in range(10)])
+    np.testing.assert_array_equal(s.labeled, want)
+    assert np.all(np.bincount(y[s.labeled], minlength=10) == 20)
+    np.testing.assert_array_equal(s.unlabeled, np.arange(3000))
+    balanced = make_split(y, 200, 10, "balanced", "from_labeled", dataset_seed=1)
+    assert len(set(s.labeled) & set(balanced.labeled)) < 100  # another subset, not a reordering
+    other = make_split(y, 200, 10, "per_class", "from_labeled", dataset_seed=2)
+    assert not np.array_equal(np.sort(other.labeled), np.sort(s.labeled))
+    v = make_split(y, 200, 10, "per_class", "from_pool", 1, validation=True, num_valid=100)
+    np.testing.assert_array_equal(v.labeled, s.labeled)
+    assert len(v.validation) == 100 and not set(v.validation) & set(v.labeled)
+    with pytest.raises(ValueError, match="class 3 has only 2"):
+        make_split(np.repeat(np.arange(10), [30, 30, 30, 2, 30, 30, 30, 30, 30, 30]), 50, 10,
+                   "per_class", "from_labeled", dataset_seed=1)
+
+
 def test_validation_splits_as_upstream():
     y = np.random.RandomState(2).randint(0, 10, 2000)
     s = make_split(y, 400, 10, "balanced", "from_labeled", 1, validation=True, num_valid=100)

@@ -85,6 +85,10 @@ def test_every_vat_tf_flag_exists_with_upstream_default():
     (["--mixed_precision", "--method=lvat_vae", "--lvat_reference=reconstruction"],
      dict(power_iteration="exact")),
     (["--method=lvat_vae"], dict(power_iteration="finite_difference")),
+    # The labeled subset's draw: the dataset's own scheme unless given.
+    (["--dataset=mnist"], dict(label_scheme="balanced")),
+    (["--dataset=svhn"], dict(label_scheme="random")),
+    (["--dataset=mnist", "--label_scheme=per_class"], dict(label_scheme="per_class")),
 ])
 def test_dataset_dependent_defaults_only_when_not_given(args, want):
     cfg = _config(*args)
@@ -116,6 +120,8 @@ def test_lvat_spellings():
     (["--epsilon=-1"], "--epsilon"),
     (["--dataset=digits", "--num_labeled_examples=5000"], "--num_labeled_examples"),
     (["--dataset=digits", "--num_labeled_examples=55"], "--num_labeled_examples"),
+    (["--dataset=svhn", "--label_scheme=per_class", "--num_labeled_examples=1005"],
+     "--num_labeled_examples"),
     (["--keep_prob_hidden=0"], "--keep_prob_hidden"),
     (["--num_epochs=10", "--epoch_decay_start=20"], "--epoch_decay_start"),
     (["--dataset=digits", "--model=conv_large"], "--model"),
@@ -129,6 +135,13 @@ def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, args, flag):
     assert "Traceback" not in p.stderr
     last = [l for l in p.stderr.strip().splitlines() if l.startswith("error:")]
     assert len(last) == 1 and flag in last[0], p.stderr[-1500:]
+
+
+def test_library_rejects_an_unknown_label_scheme():
+    # The flag is an enum (absl rejects other values); the library checks its own callers.
+    from lvat_tf.config import make_config
+    with pytest.raises(ConfigError, match="--label_scheme.*stratified"):
+        make_config(dataset="mnist", label_scheme="stratified")
 
 
 def test_digits_gets_a_demo_budget_when_the_flags_are_not_given():

@@ -89,7 +89,9 @@ def load_ssl_data(cfg, preprocessor: Optional[Preprocessor] = None,
     spec = registry.get_spec(cfg.dataset)
     x_tr, y_tr, x_te, y_te = registry.load_arrays(spec, cfg.data_dir, cfg.tfds_download)
     try:
-        split = make_split(y_tr, cfg.num_labeled_examples, spec.num_classes, spec.label_scheme,
+        # A config saved before --label_scheme existed has None: the dataset's scheme.
+        split = make_split(y_tr, cfg.num_labeled_examples, spec.num_classes,
+                           cfg.label_scheme or spec.label_scheme,
                            spec.validation_scheme, cfg.dataset_seed, cfg.validation,
                            cfg.num_valid_examples)
     except ValueError as e:

@@ -9,6 +9,12 @@
   permutation to the training set, so its labeled subset is not
   reproducible; we omit it.
 * ``random`` (vat_tf svhn.py): labeled = perm[:n].
+* ``per_class`` (ours; the draw of ``../shared/tools/minimal_vat_mlp.py``, the
+  issue's independent instrument): a fresh RandomState(dataset_seed) permutes
+  each class's indices in turn, k = 0..K-1, and keeps the first n/K; the
+  labeled set stays in class order (the labeled stream is reshuffled every
+  epoch anyway). Lets the port train on exactly the instrument's subset
+  (dataset_seed 1), so that the two implementations differ in nothing else.
 * Validation ``from_labeled`` (cifar10.py): validation = labeled[:num_valid],
   labeled-train = labeled[num_valid:]. ``from_pool`` (svhn.py): validation =
   the next num_valid of the permuted pool without the labeled ones.
@@ -19,6 +25,9 @@
 import dataclasses
 
 import numpy as np
+
+#: Ways to draw the labeled subset (``--label_scheme``; default: the dataset's).
+LABEL_SCHEMES = ("balanced", "random", "per_class")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +62,20 @@ def make_split(y_train: np.ndarray, num_labeled: int, num_classes: int, label_sc
             chosen.append(perm[idx])
         labeled = np.concatenate(chosen)
         labeled = labeled[rng.permutation(len(labeled))]
+        taken = np.zeros(n, bool)
+        taken[labeled] = True
+        pool = perm[~taken[perm]]
+    elif label_scheme == "per_class":
+        per_class = num_labeled // num_classes
+        # A fresh generator: the draw must not depend on `perm` having been drawn first.
+        class_rng = np.random.RandomState(dataset_seed)
+        chosen = []
+        for k in range(num_classes):
+            members = np.where(y_train == k)[0]
+            if len(members) < per_class:
+                raise ValueError(f"class {k} has only {len(members)} examples, {per_class} needed")
+            chosen.append(class_rng.permutation(members)[:per_class])
+        labeled = np.concatenate(chosen)
         taken = np.zeros(n, bool)
         taken[labeled] = True
         pool = perm[~taken[perm]]
