@@ -10,6 +10,8 @@ import dataclasses
 
 from absl import flags
 
+from lvat_tf.data.ssl import LABEL_SCHEMES  # light: numpy only
+
 #: vat_tf flag -> default, for flags with a fixed default (tests assert these).
 UPSTREAM_DEFAULTS = {
     # train_semisup.py
@@ -57,7 +59,7 @@ def define_flags(script: str = "train") -> None:
                     "data dir. Default depends on the dataset: /tmp/cifar10, /tmp/svhn, "
                     "/tmp/mnist, /tmp/fashion_mnist (vat_tf pattern). [vat_tf]")
     d.DEFINE_integer("dataset_seed", U["dataset_seed"], "Seed of the labeled-subset draw. [vat_tf]")
-    d.DEFINE_enum("label_scheme", None, ["balanced", "random", "per_class"], "How the labeled "
+    d.DEFINE_enum("label_scheme", None, list(LABEL_SCHEMES), "How the labeled "
                   "subset is drawn: balanced = n/K per class in the order of one permutation of "
                   "the training set (vat_tf cifar10.py), random = the first n of it (vat_tf "
                   "svhn.py), per_class = each class permuted in turn, first n/K (the draw of "

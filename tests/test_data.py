@@ -81,6 +81,17 @@ def test_per_class_labels_are_the_minimal_instruments_draw():
                    "per_class", "from_labeled", dataset_seed=1)
 
 
+def test_per_class_on_real_mnist_is_disjoint_from_the_balanced_draw():
+    """The measurement behind docs/results.md#subset-or-implementation: the two draws of
+    dataset_seed 1 on MNIST's 60,000 training labels share no image."""
+    path = shared_path("data", "mnist", "train-labels-idx1-ubyte.gz")
+    y = np.frombuffer(gzip.open(path).read(), np.uint8, offset=8).astype(np.int64)
+    per_class = make_split(y, 100, 10, "per_class", "from_labeled", dataset_seed=1).labeled
+    balanced = make_split(y, 100, 10, "balanced", "from_labeled", dataset_seed=1).labeled
+    assert np.all(np.bincount(y[per_class], minlength=10) == 10)
+    assert not set(per_class) & set(balanced)
+
+
 def test_validation_splits_as_upstream():
     y = np.random.RandomState(2).randint(0, 10, 2000)
     s = make_split(y, 400, 10, "balanced", "from_labeled", 1, validation=True, num_valid=100)
