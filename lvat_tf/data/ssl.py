@@ -39,6 +39,13 @@ class Split:
     validation: np.ndarray
 
 
+def _pool_without(perm: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+    """The permutation ``perm`` with the labeled indices removed, order kept."""
+    taken = np.zeros(len(perm), bool)
+    taken[labeled] = True
+    return perm[~taken[perm]]
+
+
 def make_split(y_train: np.ndarray, num_labeled: int, num_classes: int, label_scheme: str,
                validation_scheme: str, dataset_seed: int, validation: bool = False,
                num_valid: int = 1000) -> Split:
@@ -62,9 +69,7 @@ def make_split(y_train: np.ndarray, num_labeled: int, num_classes: int, label_sc
             chosen.append(perm[idx])
         labeled = np.concatenate(chosen)
         labeled = labeled[rng.permutation(len(labeled))]
-        taken = np.zeros(n, bool)
-        taken[labeled] = True
-        pool = perm[~taken[perm]]
+        pool = _pool_without(perm, labeled)
     elif label_scheme == "per_class":
         per_class = num_labeled // num_classes
         # A fresh generator: the draw must not depend on `perm` having been drawn first.
@@ -76,9 +81,7 @@ def make_split(y_train: np.ndarray, num_labeled: int, num_classes: int, label_sc
                 raise ValueError(f"class {k} has only {len(members)} examples, {per_class} needed")
             chosen.append(class_rng.permutation(members)[:per_class])
         labeled = np.concatenate(chosen)
-        taken = np.zeros(n, bool)
-        taken[labeled] = True
-        pool = perm[~taken[perm]]
+        pool = _pool_without(perm, labeled)
     elif label_scheme == "random":
         labeled, pool = perm[:num_labeled], perm[num_labeled:]
     else:
