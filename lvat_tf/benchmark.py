@@ -189,9 +189,13 @@ def direction_cosines(model_name, dataset, batch_size=32, xi=1e-6, seed=0, data=
     start d, the power iteration's direction is computed as
 
     * ``bfloat16_exact``: mixed bfloat16 (float32 softmax / KL / BN statistics),
-      forward-over-reverse Hessian-vector product (``--mixed_precision``);
+      the exact Hessian-vector product as a training step computes it (the
+      classifier's own tangent pass, ``Classifier.linearize``; ``--mixed_precision``);
     * ``float32_exact``: float32, the same product (``--power_iteration=exact``);
     * ``float32_finite_difference``: float32 at ``xi`` (upstream).
+
+    The float64 reference takes its J d from TensorFlow's forward mode instead,
+    an independent path.
 
     Args:
       model_name, dataset: the classifier and the image shape.
@@ -225,7 +229,11 @@ def direction_cosines(model_name, dataset, batch_size=32, xi=1e-6, seed=0, data=
         def fwd(r):
             return clf(xt + r, bn_mode="batch", dropout_seed=dseed)
 
-        g = power_iteration(fwd, fwd(tf.zeros_like(xt)), tf.cast(d0, dtype), xi=xi, mode=mode)
+        def linearize(r, t):
+            return clf.linearize(xt + r, t, bn_mode="batch", dropout_seed=dseed)
+
+        g = power_iteration(fwd, fwd(tf.zeros_like(xt)), tf.cast(d0, dtype), xi=xi, mode=mode,
+                            linearize=None if dtype == tf.float64 else linearize)
         return tf.reshape(tf.cast(g, tf.float64), [len(x), -1]).numpy()
 
     clf64 = build("float64")

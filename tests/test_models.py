@@ -192,3 +192,108 @@ def test_same_seed_same_initial_weights():
         return [v.numpy() for v in m.trainable_variables]
     for a, b in zip(init(), init()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 2, 3), (6, 4)])
+@pytest.mark.parametrize("mode", ["batch", "moving"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_bn_linearize_is_the_jacobian_times_the_tangent(shape, mode, affine):
+    """(y, J dx) with J the full Jacobian (batch statistics couple the samples), in float64;
+    y is call()'s output to the bit and the moving averages stay untouched."""
+    rng = np.random.RandomState(2)
+    bn = UpstreamBatchNorm(use_affine=affine, dtype="float64")
+    x = tf.constant(rng.randn(*shape) * 2 + 1)
+    dx = tf.constant(rng.randn(*shape))
+    bn(x, mode="moving")
+    bn.moving_mean.assign(rng.randn(shape[-1]))
+    bn.moving_variance.assign(rng.uniform(0.5, 2, shape[-1]))
+    if affine:
+        bn.gamma.assign(rng.uniform(0.5, 2, shape[-1]))
+        bn.beta.assign(rng.randn(shape[-1]))
+    before = _values(bn)
+    y, dy = bn.linearize(x, dx, mode)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y_ref = bn(x, mode=mode)
+    jac = tape.jacobian(y_ref, x).numpy().reshape(x.shape.num_elements(), -1)
+    np.testing.assert_array_equal(y.numpy(), y_ref.numpy())
+    np.testing.assert_allclose(dy.numpy().ravel(), jac @ dx.numpy().ravel(), rtol=1e-9,
+                               atol=1e-12)
+    for a, b in zip(before, _values(bn)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="batch\\|moving"):
+        bn.linearize(x, dx, "update")
+
+
+def test_bn_linearize_in_bfloat16_is_the_fused_gradient_kernel_on_conv_activations():
+    """Under mixed precision the batch-mode tangent of (B, H, W, C) activations is one
+    FusedBatchNormGradV3 (J is symmetric, so the gradient kernel applied to dx is J dx), and
+    agrees with the float32 layer's on the same rounded inputs."""
+    rng = np.random.RandomState(3)
+    x = tf.cast(tf.constant(rng.randn(8, 4, 4, 5).astype(np.float32) * 2 + 1), tf.bfloat16)
+    dx = tf.cast(tf.constant(rng.randn(8, 4, 4, 5).astype(np.float32)), tf.bfloat16)
+    bf, ref = UpstreamBatchNorm(dtype="mixed_bfloat16"), UpstreamBatchNorm()
+    for layer in (bf, ref):
+        layer(tf.cast(x, tf.float32), mode="moving")
+        layer.gamma.assign(np.linspace(0.5, 2, 5).astype(np.float32))
+    fn = tf.function(lambda a, b: bf.linearize(a, b, "batch"), autograph=False)
+    ops = {op.type for op in fn.get_concrete_function(x, dx).graph.get_operations()}
+    assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= ops
+    y, dy = bf.linearize(x, dx, "batch")
+    np.testing.assert_array_equal(y.numpy(), bf(x, mode="batch").numpy())
+    _, want = ref.linearize(tf.cast(x, tf.float32), tf.cast(dx, tf.float32), "batch")
+    assert dy.dtype == tf.bfloat16
+    assert np.abs(tf.cast(dy, tf.float32).numpy() - want.numpy()).max() <= \
+        2e-2 * np.abs(want.numpy()).max()
+
+
+def _linearize_model(name):
+    kwargs = {"keep_prob_hidden": 0.5}
+    if name.endswith("+top_bn"):
+        name, kwargs["top_bn"] = name[:-len("+top_bn")], True
+    model = registry.build(name, **kwargs)
+    return model
+
+
+@pytest.mark.parametrize("name,shape", [("tiny_cnn", (12, 12, 3)), ("tiny_cnn+top_bn", (12, 12, 3)),
+                                        ("tiny_mlp", (6, 6, 1)), ("tiny_mlp+top_bn", (6, 6, 1)),
+                                        ("tiny_lenet_pp", (16, 16, 1))])
+@pytest.mark.parametrize("bn_mode", ["batch", "moving"])
+def test_classifier_linearize_equals_tensorflow_forward_mode(name, shape, bn_mode):
+    """The explicit tangent pass (Conv nets, MLP) and the default (Lenet++) against
+    TensorFlow's forward mode over call(): the same logits to the bit, the same J d, with the
+    dropout mask from the seed and from explicit masks."""
+    keras.utils.set_random_seed(4)
+    model = _linearize_model(name)
+    rng = np.random.RandomState(5)
+    x = tf.constant(rng.randn(6, *shape).astype(np.float32))
+    d = tf.constant(rng.randn(6, *shape).astype(np.float32))
+    model(x, bn_mode="moving")
+    seed = tf.constant([3, 4], tf.int64)
+    calls = [dict(dropout_seed=seed)]
+    if name.startswith("tiny_cnn"):
+        masks = [tf.constant((rng.rand(6, 6, 6, 8) < 0.5) * 2.0, tf.float32),
+                 tf.constant((rng.rand(6, 3, 3, 16) < 0.5) * 2.0, tf.float32)]
+        calls.append(dict(dropout_masks=masks))
+    for kw in calls:
+        logits, jd = model.linearize(x, d, bn_mode=bn_mode, **kw)
+        with tf.autodiff.ForwardAccumulator(x, d) as acc:
+            ref = model(x, bn_mode=bn_mode, **kw)
+        want = acc.jvp(ref).numpy()
+        np.testing.assert_array_equal(logits.numpy(), ref.numpy())
+        np.testing.assert_allclose(jd.numpy(), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_conv_net_linearize_runs_each_convolution_twice_not_three_times():
+    """The point of the explicit pass: TensorFlow's forward mode also convolves the input
+    with a zero tangent of every kernel (a third convolution per layer, measured on
+    Conv-Large: 3.2x a forward pass against 2.0x); the explicit graph has exactly one
+    convolution of the activations and one of the tangent per layer."""
+    keras.utils.set_random_seed(0)
+    model = registry.build("tiny_cnn")
+    x = tf.zeros((2, 12, 12, 3))
+    model(x, bn_mode="moving")
+    fn = tf.function(lambda a, t: model.linearize(a, t), autograph=False)
+    ops = [op.type for op in fn.get_concrete_function(x, x).graph.get_operations()]
+    assert sum(t == "Conv2D" for t in ops) == 2 * len(model.convs)
+    assert not any("Call" in t for t in ops)  # no per-op forward-mode functions

@@ -120,3 +120,28 @@ def test_exact_direction_matches_float64_finite_difference_on_conv_large():
     a, b = g_exact.reshape(len(d), -1), g_ref.reshape(len(d), -1)
     cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() >= 0.9999, cos
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "tiny_mlp"])
+def test_exact_direction_with_the_classifiers_linearization_equals_forward_mode(name):
+    """VAT's exact direction through the training step's forward (the classifier's own
+    tangent pass) and through a plain callable (TensorFlow's forward mode): the same."""
+    from lvat_tf.training.model import ClassifierForward
+
+    keras.utils.set_random_seed(2)
+    clf = registry.build(name, keep_prob_hidden=0.5)
+    x = tf.random.normal((6, 12, 12, 3) if name == "tiny_cnn" else (6, 6, 6, 1))
+    seed = tf.constant([5, 6], tf.int64)
+    forward = ClassifierForward(clf, seed)
+    plain = lambda v: clf(v, bn_mode="batch", dropout_seed=seed)  # noqa: E731
+    d = tf.random.normal(x.shape)
+    clean = plain(x)
+    for bn in ("batch", "moving"):
+        fwd = forward if bn == "batch" else forward.with_bn_mode("moving")
+        ref = plain if bn == "batch" else (
+            lambda v: clf(v, bn_mode="moving", dropout_seed=seed))  # noqa: E731
+        g = virtual_adversarial_perturbation(fwd, x, clean, d, 1.0, mode="exact").numpy()
+        want = virtual_adversarial_perturbation(ref, x, clean, d, 1.0, mode="exact").numpy()
+        a, b = g.reshape(6, -1), want.reshape(6, -1)
+        cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        assert cos.min() > 0.99999, (bn, cos)

@@ -12,7 +12,8 @@ from lvat_tf.losses import kl_divergence_with_logits
 
 B = int(sys.argv[1]) if len(sys.argv) > 1 else 128
 REPS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-which = sys.argv[3].split(",") if len(sys.argv) > 3 else ["fwd", "vjp", "jvp", "gn", "fd", "train"]
+which = sys.argv[3].split(",") if len(sys.argv) > 3 else ["fwd", "vjp", "jvp", "lin", "gn",
+                                                           "fd", "train"]
 cfg = make_config(dataset="cifar10", model="conv_large", method="vat")
 x = tf.constant(np.random.RandomState(0).uniform(-.5, .5, (B, 32, 32, 3)), tf.float32)
 seed = tf.constant([0, 1], tf.int64)
@@ -47,7 +48,13 @@ for policy in os.environ.get("POLICIES", "float32,mixed_bfloat16").split(","):
                 l = fwd(zeros)
             return acc.jvp(l)
         fns["jvp"] = tf.function(jvp, autograph=False)
-        fns["gn"] = tf.function(lambda: _gauss_newton_hvp(fwd, [zeros], [d], False)[0], autograph=False)
+        # The classifier's own tangent pass (session 20), which the training step's
+        # Gauss-Newton product uses instead of TensorFlow's forward mode ("jvp").
+        fns["lin"] = tf.function(lambda: clf.linearize(zeros + x, d, bn_mode="batch",
+                                                       dropout_seed=seed)[1], autograph=False)
+        lin = lambda r, t: clf.linearize(x + r, t, bn_mode="batch", dropout_seed=seed)  # noqa
+        fns["gn"] = tf.function(lambda: _gauss_newton_hvp(fwd, [zeros], [d], False, lin)[0],
+                                autograph=False)
         def fd():
             clean = fwd(zeros)
             return power_iteration(fwd, clean, d, mode="finite_difference", xi=1e-6)

@@ -17,8 +17,9 @@ Every classifier is called as ``model(x, bn_mode=..., dropout_seed=...)``:
 import keras
 import tensorflow as tf
 
-from lvat_tf.models.layers import (UpstreamBatchNorm, fold_seed, kernel_initializer,
-                                   stateless_dropout)
+from lvat_tf.models.layers import (UpstreamBatchNorm, dense_tangent, dual_batch_norm,
+                                   dual_leaky_relu, dual_max_pool, dual_relu, fold_seed,
+                                   kernel_initializer, stateless_dropout)
 
 
 class Classifier(keras.Model):
@@ -35,6 +36,29 @@ class Classifier(keras.Model):
 
     def check_input_shape(self, shape):
         """Raises ValueError when an image shape (H, W, C) cannot go through."""
+
+    def linearize(self, x, tangent, bn_mode="batch", dropout_seed=None, dropout_masks=None):
+        """The logits and their directional derivative at ``x`` along ``tangent``.
+
+        For the exact power iteration's Gauss-Newton product (J d, J = d logits /
+        d x). This default is TensorFlow's forward mode over :meth:`call`; the
+        batch-norm nets override it with an explicit pass that costs about two
+        forward passes where TensorFlow's costs three on Conv-Large
+        (docs/results.md, "The forward-mode pass").
+
+        Args:
+          x: (B, ...) inputs.
+          tangent: the direction, the shape of ``x``.
+          bn_mode: ``batch`` or ``moving`` (a linearisation never updates BN).
+          dropout_seed, dropout_masks: as :meth:`call`.
+
+        Returns:
+          (logits (B, K), J tangent (B, K)), both in the compute dtype.
+        """
+        with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+            logits = self(x, bn_mode=bn_mode, dropout_seed=dropout_seed,
+                          dropout_masks=dropout_masks)
+        return logits, acc.jvp(logits, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
 def inference_function(classifier, image_shape):
@@ -113,27 +137,46 @@ class ConvNet(Classifier):
                              "3x3 VALID conv needs at least 3x3")
 
     def _forward(self, x, bn_mode, dropout_seed, dropout_masks=None):
-        h = x
+        feats, logits, _ = self._dual_forward(x, None, bn_mode, dropout_seed, dropout_masks)
+        return feats, logits
+
+    def linearize(self, x, tangent, bn_mode="batch", dropout_seed=None, dropout_masks=None):
+        _, logits, dlogits = self._dual_forward(x, tangent, bn_mode, dropout_seed, dropout_masks)
+        return logits, dlogits
+
+    def _dual_forward(self, x, dx, bn_mode, dropout_seed, dropout_masks):
+        """(features, logits, J dx): the forward pass, with the tangent when ``dx`` is given
+        (None: exactly the plain forward pass, and None for J dx)."""
+        h, dh = x, dx
         i = 0
         for s, stage in enumerate(self.stage_widths):
             for _ in stage:
-                h = self.convs[i](h)
-                h = tf.nn.leaky_relu(self.bns[i](h, mode=bn_mode), alpha=self.lrelu_a)
+                h, dh = self._conv_block(i, h, dh, bn_mode)
                 i += 1
-            h = tf.nn.max_pool2d(h, 2, 2, padding="SAME")
+            h, dh = dual_max_pool(h, dh)
             if dropout_masks is not None:
-                h = h * dropout_masks[s]
+                h, dh = h * dropout_masks[s], (None if dh is None else dh * dropout_masks[s])
             elif dropout_seed is not None:
-                h = stateless_dropout(h, self.keep_prob_hidden, fold_seed(dropout_seed, s))
+                # The same seed and shape draw the same mask for the tangent.
+                seed = fold_seed(dropout_seed, s)
+                h = stateless_dropout(h, self.keep_prob_hidden, seed)
+                dh = None if dh is None else stateless_dropout(dh, self.keep_prob_hidden, seed)
         for _ in self.top_widths:
-            h = self.convs[i](h)
-            h = tf.nn.leaky_relu(self.bns[i](h, mode=bn_mode), alpha=self.lrelu_a)
+            h, dh = self._conv_block(i, h, dh, bn_mode)
             i += 1
         feats = tf.reduce_mean(h, axis=[1, 2])
         logits = self.fc(feats)
+        dlogits = None if dh is None else dense_tangent(self.fc, tf.reduce_mean(dh, axis=[1, 2]))
         if self.top_bn is not None:
-            logits = self.top_bn(logits, mode=bn_mode)
-        return feats, logits
+            logits, dlogits = dual_batch_norm(self.top_bn, logits, dlogits, bn_mode)
+        return feats, logits, dlogits
+
+    def _conv_block(self, i, h, dh, bn_mode):
+        """conv i (no bias, so it is its own derivative) -> BN -> leaky ReLU, with the tangent."""
+        h = self.convs[i](h)
+        dh = None if dh is None else self.convs[i](dh)
+        h, dh = dual_batch_norm(self.bns[i], h, dh, bn_mode)
+        return dual_leaky_relu(h, dh, self.lrelu_a)
 
     def get_config(self):
         cfg = super().get_config()
@@ -173,13 +216,26 @@ class MLP(Classifier):
         self.top_bn = UpstreamBatchNorm(decay=bn_decay, name="bfc") if top_bn else None
 
     def _forward(self, x, bn_mode, dropout_seed, dropout_masks=None):
+        feats, logits, _ = self._dual_forward(x, None, bn_mode)
+        return feats, logits
+
+    def linearize(self, x, tangent, bn_mode="batch", dropout_seed=None, dropout_masks=None):
+        _, logits, dlogits = self._dual_forward(x, tangent, bn_mode)
+        return logits, dlogits
+
+    def _dual_forward(self, x, dx, bn_mode):
+        """(last hidden layer, logits, J dx); ``dx`` None: the plain forward pass."""
         h = tf.reshape(x, [tf.shape(x)[0], -1])
+        dh = None if dx is None else tf.reshape(dx, [tf.shape(dx)[0], -1])
         for dense, bn in zip(self.denses, self.bns):
-            h = tf.nn.relu(bn(dense(h), mode=bn_mode))
-        logits = self.fc(h)
+            # The hidden Dense layers have no bias: each is its own derivative.
+            h, dh = dense(h), (None if dh is None else dense(dh))
+            h, dh = dual_batch_norm(bn, h, dh, bn_mode)
+            h, dh = dual_relu(h, dh)
+        logits, dlogits = self.fc(h), dense_tangent(self.fc, dh)
         if self.top_bn is not None:
-            logits = self.top_bn(logits, mode=bn_mode)
-        return h, logits
+            logits, dlogits = dual_batch_norm(self.top_bn, logits, dlogits, bn_mode)
+        return h, logits, dlogits
 
     def get_config(self):
         cfg = super().get_config()

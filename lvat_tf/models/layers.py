@@ -133,10 +133,80 @@ class UpstreamBatchNorm(keras.layers.Layer):
             if mode == "update":
                 self._update_moving_averages(mean, var * n / tf.maximum(n - 1.0, 1.0))
             mean, var = tf.cast(mean, dtype), tf.cast(var, dtype)
-        z = (x - mean) / tf.sqrt(var + tf.cast(self.epsilon, dtype))
+        return self._affine((x - mean) / tf.sqrt(var + tf.cast(self.epsilon, dtype)))
+
+    def _affine(self, z):
+        """gamma * z + beta in z's dtype (z itself without the affine part)."""
+        if not self.use_affine:
+            return z
+        return tf.cast(self.gamma, z.dtype) * z + tf.cast(self.beta, z.dtype)
+
+    def linearize(self, x, dx, mode: str = "batch"):
+        """The layer's output and its directional derivative: (y, J dx), J = dy/dx.
+
+        A forward-mode pass for the exact power iteration's Gauss-Newton product
+        (lvat_tf/regularizers/power_iteration.py) without TensorFlow's generic
+        forward mode, which transposes each op's gradient and feeds every input
+        without a tangent, the weights included, a tensor of zeros that it then
+        multiplies through (docs/results.md, "The forward-mode pass").
+
+        ``y`` is computed by the same ops as :meth:`call` (so a later reverse pass
+        through it is the layer's own gradient). With batch statistics
+        (``batch``), per channel, with x_hat = (x - mean) / s and s = sqrt(var + eps),
+
+            J dx = gamma / s * (dx - mean(dx) - x_hat * mean(x_hat * dx)),
+
+        the statistics' own derivatives included; this J is symmetric, so for
+        half-precision convolutional activations it is the fused kernel's
+        gradient applied to dx (one kernel, as the forward). ``moving``:
+        J dx = gamma / sqrt(moving_var + eps) * dx.
+
+        Args:
+          x: (B, ..., C) input, in the compute dtype.
+          dx: tangent, the shape and dtype of ``x``.
+          mode: ``batch`` or ``moving`` (a linearisation never updates the moving
+            averages: ``update`` is refused), outside tf.distribute's
+            synchronised statistics.
+
+        Returns:
+          (y, dy), each the shape and dtype of ``x``.
+        """
+        if mode not in ("batch", "moving"):
+            raise ValueError(f"batch-norm linearize mode must be batch|moving, got {mode!r}")
+        if distribute.sync_context() is not None:
+            raise ValueError("UpstreamBatchNorm.linearize has no synchronised-statistics form; "
+                             "across replicas use reverse-mode products")
+        dtype = x.dtype
+        stat_dtype = dtype if dtype in (tf.float32, tf.float64) else tf.float32
+        if mode == "moving":
+            scale = tf.math.rsqrt(tf.cast(self.moving_variance, stat_dtype)
+                                  + tf.cast(self.epsilon, stat_dtype))
+            if self.use_affine:
+                scale = scale * tf.cast(self.gamma, stat_dtype)
+            return self.call(x, mode="moving"), dx * tf.cast(scale, dtype)
+        if len(x.shape) == 4 and dtype in (tf.bfloat16, tf.float16):
+            out = self._fused(x)
+            y, r1, r2, r3 = out[0], out[3], out[4], out[5]
+            scale = self.gamma.value if self.use_affine else tf.ones((int(x.shape[-1]),),
+                                                                     tf.float32)
+            dy = tf.raw_ops.FusedBatchNormGradV3(
+                y_backprop=dx, x=x, scale=scale, reserve_space_1=r1, reserve_space_2=r2,
+                reserve_space_3=r3, epsilon=self.epsilon, data_format="NHWC",
+                is_training=True)[0]
+            return y, dy
+        axes = list(range(len(x.shape) - 1))
+        xs = tf.cast(x, stat_dtype)
+        # The output as call() computes it (one source of its numerics); the graph
+        # optimiser merges the two identical moment computations.
+        y = self.call(x, mode="batch")
+        mean, var = tf.nn.moments(xs, axes=axes)
+        dxs = tf.cast(dx, xs.dtype)
+        inv = tf.math.rsqrt(var + tf.cast(self.epsilon, xs.dtype))
+        x_hat = (xs - mean) * inv
+        dz = (dxs - tf.reduce_mean(dxs, axes) - x_hat * tf.reduce_mean(x_hat * dxs, axes)) * inv
         if self.use_affine:
-            z = tf.cast(self.gamma, dtype) * z + tf.cast(self.beta, dtype)
-        return z
+            dz = tf.cast(self.gamma, dz.dtype) * dz
+        return y, tf.cast(dz, dtype)
 
     def _fused_batch_statistics(self, x, mode):
         """The ``batch`` / ``update`` modes as one fused kernel (FusedBatchNormV3),
@@ -170,19 +240,24 @@ class UpstreamBatchNorm(keras.layers.Layer):
         Returns:
           Same shape and dtype as ``x``.
         """
+        y, mean, unbiased = self._fused(x)[:3]
+        if mode == "update":
+            self._update_moving_averages(mean, unbiased)
+        return y
+
+    def _fused(self, x):
+        """FusedBatchNormV3 in training mode on (B, H, W, C): its six outputs (y, batch mean,
+        unbiased batch variance, the three reserve spaces its gradient kernel takes)."""
         c = int(x.shape[-1])
         if self.use_affine:
             scale, offset = self.gamma.value, self.beta.value
         else:
             scale, offset = tf.ones((c,), tf.float32), tf.zeros((c,), tf.float32)
         empty = tf.constant([], tf.float32)
-        y, mean, unbiased, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+        return tf.raw_ops.FusedBatchNormV3(
             x=x, scale=scale, offset=offset, mean=empty, variance=empty,
             epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
             is_training=True)
-        if mode == "update":
-            self._update_moving_averages(mean, unbiased)
-        return y
 
     def _update_moving_averages(self, mean, unbiased_var):
         """Upstream's moving averages, m <- decay m + (1 - decay) batch statistic, computed
@@ -218,3 +293,56 @@ def stateless_dropout(x: tf.Tensor, keep_prob: float, seed: tf.Tensor) -> tf.Ten
 def fold_seed(seed: tf.Tensor, salt: int) -> tf.Tensor:
     """A new shape-(2,) stateless seed derived from ``seed`` and an integer."""
     return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), salt)
+
+
+# Forward passes with a tangent (``dh``), for Classifier.linearize: each returns
+# (output, its directional derivative), or (output, None) when ``dh`` is None, in
+# which case the output is computed by exactly the ops of the plain forward pass.
+
+def dual_batch_norm(bn: "UpstreamBatchNorm", h, dh, mode):
+    """(bn(h, mode), J dh); see :meth:`UpstreamBatchNorm.linearize`."""
+    if dh is None:
+        return bn(h, mode=mode), None
+    return bn.linearize(h, dh, mode)
+
+
+def dual_leaky_relu(h, dh, alpha):
+    """(leaky_relu(h), dh * (1 where h > 0 else alpha)): TensorFlow's own derivative
+    (its gradient kernel, so the choice at h = 0 matches the reverse pass)."""
+    y = tf.nn.leaky_relu(h, alpha=alpha)
+    if dh is None:
+        return y, None
+    return y, tf.raw_ops.LeakyReluGrad(gradients=dh, features=h, alpha=alpha)
+
+
+def dual_relu(h, dh):
+    """(relu(h), dh where h > 0 else 0), TensorFlow's derivative as :func:`dual_leaky_relu`."""
+    y = tf.nn.relu(h)
+    if dh is None:
+        return y, None
+    return y, tf.raw_ops.ReluGrad(gradients=dh, features=h)
+
+
+def dual_max_pool(h, dh, size: int = 2, padding: str = "SAME"):
+    """(size x size / size max-pool of h, dh taken where each window's maximum is).
+
+    The tangent is ``MaxPoolGradGrad``, the kernel TensorFlow's own forward mode
+    uses for this op, so ties are broken as in the reverse pass."""
+    y = tf.nn.max_pool2d(h, size, size, padding=padding)
+    if dh is None:
+        return y, None
+    window = [1, size, size, 1]
+    return y, tf.raw_ops.MaxPoolGradGrad(orig_input=h, orig_output=y, grad=dh, ksize=window,
+                                         strides=window, padding=padding)
+
+
+def dense_tangent(layer: keras.layers.Dense, dh):
+    """J dh of a Dense layer: dh @ kernel in dh's dtype (the bias has no derivative).
+
+    Args:
+      layer: a built Dense layer.
+      dh: (B, D_in) tangent in the compute dtype; None passes through.
+    """
+    if dh is None:
+        return None
+    return tf.matmul(dh, tf.cast(layer.kernel, dh.dtype))

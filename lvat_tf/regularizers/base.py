@@ -10,22 +10,79 @@ for each of them and in this order:
 3. after the optimizer step, ``update_state(features_l, y_l)`` (MAT's
    mixture moving averages).
 
-``variables`` are checkpointed with the run. ``forward(x', features=False,
-bn_mode="batch")`` runs the classifier on unlabeled-space inputs in upstream's
+``variables`` are checkpointed with the run. ``forward`` (a :class:`Forward`;
+``forward(x', features=False, bn_mode="batch")``) runs the classifier on unlabeled-space inputs in upstream's
 "batch statistics, no update, shared dropout mask" mode (with ``features=True``
 it returns (features, logits); ``bn_mode="moving"`` normalises with the BN
 moving averages instead, still without updating them); ``no_record()`` is a
 context manager under which the training tape records nothing: the search for the adversarial direction
 runs there, since its result is a constant of the loss (upstream's
 stop_gradient), so recording it would only cost memory and time.
+``forward.linearize(x', tangent, bn_mode="batch")`` gives the logits and their
+directional derivative (the exact power iteration's J d).
 """
 import contextlib
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+import functools
+from typing import Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
 from lvat_tf.losses import kl_divergence_with_logits
+
+
+class Forward:
+    """The classifier in perturbed-pass mode, as :meth:`Regularizer.unlabeled_loss` gets it.
+
+    Subclasses implement ``__call__``; :meth:`linearize` has a generic default.
+    """
+
+    def __call__(self, x, features=False, bn_mode="batch"):
+        """Logits (B, K) of inputs (B, ...); with ``features`` (features (B, D), logits)."""
+        raise NotImplementedError
+
+    def linearize(self, x, tangent, bn_mode="batch") -> Tuple[tf.Tensor, tf.Tensor]:
+        """(logits (B, K), J tangent (B, K)), J = d logits / d x at ``x``.
+
+        Default: TensorFlow's forward mode over ``__call__`` (correct for any
+        forward; the training step's classifier forward overrides it with the
+        classifier's own cheaper pass, ``Classifier.linearize``).
+        """
+        return forward_mode_linearize(self, x, tangent, bn_mode=bn_mode)
+
+    def with_bn_mode(self, bn_mode: str) -> "Forward":
+        """This forward with ``bn_mode`` fixed, for both calls."""
+        return FunctionForward(functools.partial(self, bn_mode=bn_mode),
+                               functools.partial(self.linearize, bn_mode=bn_mode))
+
+
+class FunctionForward(Forward):
+    """A :class:`Forward` from a callable ``fn(x, **kwargs)`` (and optionally its linearisation
+    ``linearize(x, tangent)``; default: :meth:`Forward.linearize`'s forward mode)."""
+
+    def __init__(self, fn: Callable, linearize: Optional[Callable] = None):
+        self._fn, self._linearize = fn, linearize
+
+    def __call__(self, x, **kwargs):
+        return self._fn(x, **kwargs)
+
+    def linearize(self, x, tangent, **kwargs):
+        if self._linearize is None:
+            return forward_mode_linearize(self._fn, x, tangent, **kwargs)
+        return self._linearize(x, tangent, **kwargs)
+
+
+def forward_mode_linearize(fn: Callable, x, tangent, **kwargs) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(fn(x, **kwargs), its directional derivative along ``tangent``) by TensorFlow's forward mode."""
+    with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+        out = fn(x, **kwargs)
+    return out, acc.jvp(out, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def as_forward(forward) -> Forward:
+    """``forward`` when it is a :class:`Forward`, else a :class:`FunctionForward` of it
+    (tests and callers outside a training step pass plain callables)."""
+    return forward if isinstance(forward, Forward) else FunctionForward(forward)
 
 
 class Regularizer:

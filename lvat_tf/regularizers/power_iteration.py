@@ -15,11 +15,13 @@ Two ways to get H·d, H the Hessian of KL(p_clean || p(r)) at r = 0:
   float32 and mixed precision. Where the reference is the unperturbed output
   (VAT, MAT) the KL's logit gradient vanishes at r = 0 and H = J^T H_z J
   exactly: one forward-mode pass and one reverse pass
-  (:func:`_gauss_newton_hvp`). LVAT (``first_order``) needs the full
+  (:func:`_gauss_newton_hvp`); the forward-mode pass is the caller's
+  ``linearize`` when it gives one (the classifier's own, about two forward
+  passes; TensorFlow's generic forward mode costs about three on Conv-Large). LVAT (``first_order``) needs the full
   forward-over-reverse product; across tf.distribute replicas a
   reverse-over-reverse one (the all-reduce has no forward-mode rule).
 """
-from typing import Callable, Sequence, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -41,7 +43,10 @@ def _restore(parts, was_list):
 
 def power_iteration(forward: Callable[[Tensors], tf.Tensor], clean_logits: tf.Tensor,
                     d_init: Tensors, xi: float = 1e-6, num_iterations: int = 1,
-                    mode: str = "finite_difference", first_order: bool = False) -> Tensors:
+                    mode: str = "finite_difference", first_order: bool = False,
+                    linearize: Optional[Callable[[tf.Tensor, tf.Tensor],
+                                                 Tuple[tf.Tensor, tf.Tensor]]] = None
+                    ) -> Tensors:
     """Runs the power iteration and returns the unnormalised direction.
 
     Args:
@@ -58,6 +63,9 @@ def power_iteration(forward: Callable[[Tensors], tf.Tensor], clean_logits: tf.Te
         grad(0) + xi*H*d; with ``first_order`` the exact mode returns that
         same quantity without rounding. For VAT grad(0) is zero in exact
         arithmetic and only rounding noise in float32, so it is left out.
+      linearize: ``exact`` only, a single-tensor perturbation: ``(r, t) ->
+        (forward(r), J t)`` (J = d forward / d r); used for the Gauss-Newton
+        product's forward-mode pass instead of TensorFlow's forward mode.
 
     Returns:
       The final gradient / Hessian-vector product, same structure as
@@ -78,7 +86,8 @@ def power_iteration(forward: Callable[[Tensors], tf.Tensor], clean_logits: tf.Te
             tangents = [normalize_per_sample(p) for p in parts]
             zeros = [tf.zeros_like(p) for p in parts]
             if distribute.sync_context() is None and not first_order:
-                hvps = _gauss_newton_hvp(forward, zeros, tangents, was_list)
+                hvps = _gauss_newton_hvp(forward, zeros, tangents, was_list,
+                                         None if was_list else linearize)
             elif distribute.sync_context() is None:
                 grads, hvps = _forward_over_reverse_hvp(forward, clean, zeros, tangents, was_list)
             else:
@@ -111,7 +120,7 @@ def _forward_over_reverse_hvp(forward, clean, zeros, tangents, was_list):
     return grads, acc.jvp(grads, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
-def _gauss_newton_hvp(forward, zeros, tangents, was_list):
+def _gauss_newton_hvp(forward, zeros, tangents, was_list, linearize=None):
     """H·d for H the Hessian at r = 0 of KL(p || softmax(forward(r))) where p = softmax(forward(0)).
 
     There the KL's gradient with respect to the logits vanishes, so the
@@ -120,13 +129,17 @@ def _gauss_newton_hvp(forward, zeros, tangents, was_list):
     (J d), a K x K product in float32, one reverse pass (J^T u). About one
     forward pass more than a finite difference, against forward-over-reverse's
     tangent pass through the whole backward pass (measured on Conv-Large,
-    32+128 images: 1.76x the finite-difference step the other way).
+    32+128 images: 1.76x the finite-difference step the other way). J d comes
+    from ``linearize`` (one tensor) when given, else from TensorFlow's forward mode.
     """
     with tf.GradientTape() as tape:
         tape.watch(zeros)
-        with tf.autodiff.ForwardAccumulator(zeros, tangents) as acc:
-            logits = forward(_restore(zeros, was_list))
-        jd = acc.jvp(logits, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        if linearize is not None:
+            logits, jd = linearize(zeros[0], tangents[0])
+        else:
+            with tf.autodiff.ForwardAccumulator(zeros, tangents) as acc:
+                logits = forward(_restore(zeros, was_list))
+            jd = acc.jvp(logits, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     q = tf.nn.softmax(tf.cast(logits, tf.float32))
     v = tf.cast(jd, tf.float32)
     b = tf.cast(tf.shape(q)[0], tf.float32)

@@ -5,13 +5,12 @@ interface, ``forward`` and ``no_record`` are described there).
 """
 import contextlib
 import dataclasses
-import functools
 
 import tensorflow as tf
 
 from lvat_tf.losses import entropy_from_logits, kl_divergence_with_logits
-from lvat_tf.regularizers.base import (Regularizer, joint_consistency, joint_forward,
-                                       joint_reference_logits)
+from lvat_tf.regularizers.base import (Regularizer, as_forward, joint_consistency,
+                                       joint_forward, joint_reference_logits)
 from lvat_tf.regularizers.power_iteration import power_iteration, scale_to_epsilon
 from lvat_tf import distribute
 
@@ -21,7 +20,9 @@ def virtual_adversarial_perturbation(forward, x, clean_logits, d_init, epsilon, 
     """r_vadv = epsilon · normalize(power-iterated direction) in input space.
 
     Args:
-      forward: classifier on inputs, (B, ...) -> (B, K).
+      forward: classifier on inputs, (B, ...) -> (B, K); a plain callable or a
+        :class:`~lvat_tf.regularizers.base.Forward`, whose ``linearize`` the
+        exact mode then uses.
       x: (B, ...) unlabeled inputs.
       clean_logits: (B, K) logits of ``forward(x)``.
       d_init: (B, ...) random normal start.
@@ -30,8 +31,10 @@ def virtual_adversarial_perturbation(forward, x, clean_logits, d_init, epsilon, 
     Returns:
       (B, ...) perturbation with L2 norm epsilon per sample, gradient-stopped.
     """
+    forward = as_forward(forward)
     g = power_iteration(lambda d: forward(x + d), clean_logits, d_init, xi=xi,
-                        num_iterations=num_power_iterations, mode=mode)
+                        num_iterations=num_power_iterations, mode=mode,
+                        linearize=lambda d, t: forward.linearize(x + d, t))
     return tf.stop_gradient(scale_to_epsilon(g, epsilon))
 
 
@@ -85,7 +88,7 @@ class VAT(Regularizer):
             loss = joint_consistency(forward, x, x + r)
             return loss, {self.name: loss}
         if self.bn == "moving":
-            forward = functools.partial(forward, bn_mode="moving")
+            forward = as_forward(forward).with_bn_mode("moving")
             with no_record():
                 clean_logits = tf.stop_gradient(forward(x))
         with no_record():

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from lvat_tf.losses import cross_entropy
 from lvat_tf.models.layers import fold_seed
+from lvat_tf.regularizers.base import Forward
 from lvat_tf import distribute
 
 # Salts folded into the step seed.
@@ -39,6 +40,30 @@ class StepLosses(NamedTuple):
     logits_l: tf.Tensor
     regularizers: Dict[str, tf.Tensor]
     features_l: tf.Tensor
+
+
+class ClassifierForward(Forward):
+    """The step's classifier on unlabeled-space inputs: BN ``batch`` (upstream's perturbed
+    passes) or ``moving`` (``--vat_bn`` / ``--lvat_bn``), never ``update`` (only the labeled
+    pass moves the BN statistics), and the step's unlabeled dropout mask."""
+
+    def __init__(self, classifier, dropout_seed):
+        self.classifier, self.dropout_seed = classifier, dropout_seed
+
+    @staticmethod
+    def _check(bn_mode):
+        if bn_mode not in ("batch", "moving"):
+            raise ValueError(f"perturbed-pass BN mode must be batch|moving, got {bn_mode!r}")
+
+    def __call__(self, x, features=False, bn_mode="batch"):
+        self._check(bn_mode)
+        return self.classifier(x, bn_mode=bn_mode, dropout_seed=self.dropout_seed,
+                               return_features=features)
+
+    def linearize(self, x, tangent, bn_mode="batch"):
+        self._check(bn_mode)
+        return self.classifier.linearize(x, tangent, bn_mode=bn_mode,
+                                         dropout_seed=self.dropout_seed)
 
 
 class SSLModel(keras.Model):
@@ -132,15 +157,7 @@ class SSLModel(keras.Model):
         if unlabeled_regs:
             x_u = data["x_u"]
 
-            def forward(x, features=False, bn_mode="batch"):
-                # bn_mode: "batch" (upstream's perturbed passes) or "moving" (--lvat_bn);
-                # never "update": only the labeled pass moves the BN statistics.
-                if bn_mode not in ("batch", "moving"):
-                    raise ValueError(f"perturbed-pass BN mode must be batch|moving, got "
-                                     f"{bn_mode!r}")
-                return self.classifier(x, bn_mode=bn_mode, dropout_seed=seed_u,
-                                       return_features=features)
-
+            forward = ClassifierForward(self.classifier, seed_u)
             weight = self.consistency_weight()
             want_feats = any(r.needs_features for r in unlabeled_regs)
             grad_clean = any(r.needs_clean_grad for r in unlabeled_regs)
