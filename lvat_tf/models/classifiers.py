@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from lvat_tf.models.layers import (UpstreamBatchNorm, dense_tangent, dual_batch_norm,
                                    dual_leaky_relu, dual_max_pool, dual_relu, fold_seed,
-                                   kernel_initializer, stateless_dropout)
+                                   forward_mode_linearize, kernel_initializer,
+                                   stateless_dropout)
 
 
 class Classifier(keras.Model):
@@ -55,10 +56,8 @@ class Classifier(keras.Model):
         Returns:
           (logits (B, K), J tangent (B, K)), both in the compute dtype.
         """
-        with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
-            logits = self(x, bn_mode=bn_mode, dropout_seed=dropout_seed,
-                          dropout_masks=dropout_masks)
-        return logits, acc.jvp(logits, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return forward_mode_linearize(self, x, tangent, bn_mode=bn_mode,
+                                      dropout_seed=dropout_seed, dropout_masks=dropout_masks)
 
 
 def inference_function(classifier, image_shape):

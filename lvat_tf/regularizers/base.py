@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from lvat_tf.losses import kl_divergence_with_logits
+from lvat_tf.models.layers import forward_mode_linearize
 
 
 class Forward:
@@ -70,13 +71,6 @@ class FunctionForward(Forward):
         if self._linearize is None:
             return forward_mode_linearize(self._fn, x, tangent, **kwargs)
         return self._linearize(x, tangent, **kwargs)
-
-
-def forward_mode_linearize(fn: Callable, x, tangent, **kwargs) -> Tuple[tf.Tensor, tf.Tensor]:
-    """(fn(x, **kwargs), its directional derivative along ``tangent``) by TensorFlow's forward mode."""
-    with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
-        out = fn(x, **kwargs)
-    return out, acc.jvp(out, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
 def as_forward(forward) -> Forward:
