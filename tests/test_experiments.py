@@ -130,6 +130,11 @@ def test_bfloat16_twins_stand_in_only_where_asked_and_verified():
         _twin_recipe(bfloat16_twins=(("baseline", "nope", "x"),))
     assert RECIPES["mnist100_4k"].bfloat16_twins[0][:2] == ("vat_eps5_exact",
                                                            "vat_eps5_exact_bf16")
+    # CIFAR-10: VAT's twin was inside the float32 spread (3 seeds each), the baseline's was
+    # higher in every seed, so only VAT's is listed.
+    assert [t[:2] for t in RECIPES["cifar10_4k"].bfloat16_twins] == [("vat", "vat_bf16")]
+    assert with_bfloat16_twins(RECIPES["cifar10_4k"], both, "auto", has_amx=True) == (
+        ["baseline", "vat_bf16"], {"vat": "vat_bf16"})
 
 
 def test_run_recipe_runs_the_twin_in_place_of_its_variant(tmp_path):
