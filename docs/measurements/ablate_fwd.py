@@ -1,4 +1,7 @@
-"""Which non-conv op makes the bfloat16 Conv-Large forward slow? (issue 15) Ablation timing."""
+"""Which non-conv op makes the bfloat16 Conv-Large forward slow? (issue 15) Ablation timing.
+
+A fifth argument ``jvp`` (session 20) times TensorFlow's forward-mode J d instead of the
+forward + input gradient: ``python docs/measurements/ablate_fwd.py 128 3 full float32 jvp``."""
 import os, statistics, sys, time
 import numpy as np, tensorflow as tf, keras
 from lvat_tf.config import make_config
@@ -35,7 +38,13 @@ with dtype_policy(policy):
         with tf.GradientTape() as t:
             t.watch(x); l = clf(x, bn_mode="batch", dropout_seed=seed)
         return t.gradient(l, x, output_gradients=tf.ones_like(l))
-    g = tf.function(vjp, autograph=False)
+    def jvp():
+        d = tf.constant(np.random.RandomState(1).normal(size=x.shape), tf.float32)
+        with tf.autodiff.ForwardAccumulator(x, d) as acc:
+            l = clf(x, bn_mode="batch", dropout_seed=seed)
+        return acc.jvp(l)
+    second = sys.argv[5] if len(sys.argv) > 5 else "vjp"
+    g = tf.function(jvp if second == "jvp" else vjp, autograph=False)
     out = []
     for fn in (f, g):
         fn().numpy()
@@ -43,4 +52,5 @@ with dtype_policy(policy):
         for _ in range(REPS):
             t = time.perf_counter(); fn().numpy(); ts.append(time.perf_counter() - t)
         out.append(round(1000 * statistics.median(ts)))
-print(f"{policy:15s} {variant:30s} fwd {out[0]:6d} ms  fwd+vjp {out[1]:6d} ms", flush=True)
+print(f"{policy:15s} {variant:30s} fwd {out[0]:6d} ms  "
+      f"{'jvp' if second == 'jvp' else 'fwd+vjp'} {out[1]:6d} ms", flush=True)
