@@ -145,3 +145,17 @@ def test_exact_direction_with_the_classifiers_linearization_equals_forward_mode(
         a, b = g.reshape(6, -1), want.reshape(6, -1)
         cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         assert cos.min() > 0.99999, (bn, cos)
+
+
+def test_forward_is_abstract_and_wraps_plain_callables():
+    from lvat_tf.regularizers.base import Forward, FunctionForward, as_forward
+
+    with pytest.raises(TypeError):
+        Forward()
+    fn = lambda v, **kw: v * 2.0  # noqa: E731
+    fwd = as_forward(fn)
+    assert isinstance(fwd, FunctionForward) and as_forward(fwd) is fwd
+    x, t = tf.ones((2, 3)), tf.fill((2, 3), 0.5)
+    y, jt = fwd.linearize(x, t)
+    np.testing.assert_array_equal(y.numpy(), 2.0)
+    np.testing.assert_array_equal(jt.numpy(), 1.0)  # J = 2 I

@@ -21,6 +21,7 @@ stop_gradient), so recording it would only cost memory and time.
 ``forward.linearize(x', tangent, bn_mode="batch")`` gives the logits and their
 directional derivative (the exact power iteration's J d).
 """
+import abc
 import contextlib
 import dataclasses
 import functools
@@ -32,15 +33,16 @@ from lvat_tf.losses import kl_divergence_with_logits
 from lvat_tf.models.layers import forward_mode_linearize
 
 
-class Forward:
+class Forward(abc.ABC):
     """The classifier in perturbed-pass mode, as :meth:`Regularizer.unlabeled_loss` gets it.
 
-    Subclasses implement ``__call__``; :meth:`linearize` has a generic default.
+    Subclasses implement ``__call__`` (abstract: a Forward without it cannot be built);
+    :meth:`linearize` has a generic default.
     """
 
+    @abc.abstractmethod
     def __call__(self, x, features=False, bn_mode="batch"):
         """Logits (B, K) of inputs (B, ...); with ``features`` (features (B, D), logits)."""
-        raise NotImplementedError
 
     def linearize(self, x, tangent, bn_mode="batch") -> Tuple[tf.Tensor, tf.Tensor]:
         """(logits (B, K), J tangent (B, K)), J = d logits / d x at ``x``.
